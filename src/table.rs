@@ -1,0 +1,595 @@
+//! The open-addressed counter table inside the region: lock-free find-or-insert, fixed-window
+//! and GCRA counters, all-or-nothing multi-limit hits, and in-place reclaiming of expired
+//! entries. Pure Rust over the mapping; it knows nothing of Python.
+//!
+//! Insertion never makes two live entries for one key, without any lock:
+//! 1. an inserter claims a free slot (CAS of its state word to CLAIMED, next generation),
+//!    raises the table's max probe distance, writes the key and moves to KEYED (SeqCst);
+//! 2. it then scans the key's whole chain for another KEYED or LIVE entry of the same key;
+//! 3. it publishes LIVE only if none is found. Of two KEYED duplicates the one nearer the
+//!    key's home slot wins: the farther one steps back, or is killed (KEYED -> DEAD) by the
+//!    nearer one. Both stores precede both scans in the SeqCst order, so at least one of two
+//!    racing inserters sees the other; a LIVE entry always wins.
+//!
+//! Every update of a slot is a CAS of its 128-bit state, which carries the generation: a
+//! process that found a slot before it was reclaimed and reused fails its CAS and looks again.
+
+use crate::layout::{state, Slot, KIND_GCRA, KIND_SLOTS, KIND_WINDOW, NAME_BYTES};
+use crate::region::{Dimensions, Mapping};
+use crate::sys::now_ns;
+use portable_atomic::AtomicU128;
+use std::sync::atomic::{AtomicU64, Ordering::*};
+
+/// The farthest from its home slot a key may be placed. Past this an insert reports a full table.
+pub const PROBE_LIMIT: usize = 1024;
+/// How long an inserter waits for another one to finish its key before treating it as dead
+/// (killed mid-insert) and taking its slot away. Safe either way: a slow inserter whose slot
+/// was taken simply starts over.
+const SETTLE_WAIT_NS: u64 = 20_000_000;
+/// A slot-count entry that is at zero and untouched this long may be reclaimed.
+pub const SLOTS_IDLE_NS: u64 = 60_000_000_000;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Algorithm {
+    /// LiteLLM's fixed window: it starts at the first hit after the previous one ended.
+    FixedWindow,
+    /// Generic cell rate algorithm: `limit` per `window`, spread evenly, bursts up to `limit`.
+    Gcra,
+}
+
+impl Algorithm {
+    fn kind(self) -> u8 {
+        match self {
+            Algorithm::FixedWindow => KIND_WINDOW,
+            Algorithm::Gcra => KIND_GCRA,
+        }
+    }
+}
+
+/// One limit to check: `cost` units against `limit` per `window_ns`.
+#[derive(Debug, Clone)]
+pub struct Hit<'a> {
+    pub key: &'a [u8],
+    pub limit: u64,
+    pub window_ns: u64,
+    pub cost: u64,
+    pub algorithm: Algorithm,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Decision {
+    pub allowed: bool,
+    /// Units counted in the current window (GCRA: the equivalent, rounded up).
+    pub current: u64,
+    pub remaining: u64,
+    /// Until the count is back to zero.
+    pub reset_in_ns: u64,
+    /// When refused: until a retry of the same cost can succeed; 0 when allowed.
+    pub retry_after_ns: u64,
+    /// No slot could be found or made for the key: `allowed` is the full-table policy's answer.
+    pub table_full: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MultiDecision {
+    pub allowed: bool,
+    /// One per limit, in order. After a refusal the later ones are read, not counted.
+    pub decisions: Vec<Decision>,
+    /// The first limit that refused.
+    pub denied_index: Option<usize>,
+    pub table_full: bool,
+}
+
+/// What a full table means for the caller.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FullPolicy {
+    /// Admit (and count the event): availability over strictness.
+    Open,
+    /// Refuse (and count the event): never admit what could not be counted.
+    Closed,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TableFull;
+
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Found {
+    pub idx: usize,
+    pub generation: u64,
+}
+
+/// Reserved units of one hit, to undo them if a later limit of the same call refuses.
+#[derive(Debug, Clone, Copy)]
+struct Reservation {
+    found: Found,
+    /// Window end (fixed window) the units went into, or the GCRA increment.
+    mark: u64,
+    units: u64,
+    algorithm: Algorithm,
+}
+
+pub struct Table {
+    pub(crate) map: Mapping,
+    pub(crate) dims: Dimensions,
+    mask: usize,
+}
+
+#[inline]
+fn split(v: u128) -> (u64, u64) {
+    (v as u64, (v >> 64) as u64)
+}
+
+#[inline]
+fn join(lo: u64, hi: u64) -> u128 {
+    (hi as u128) << 64 | lo as u128
+}
+
+pub(crate) fn fingerprint(kind: u8, key: &[u8]) -> (u64, u64) {
+    split(xxhash_rust::xxh3::xxh3_128_with_seed(key, kind as u64))
+}
+
+pub(crate) fn pack_meta(kind: u8, name_len: usize, window_ms: u32) -> u64 {
+    kind as u64 | (name_len.min(255) as u64) << 8 | (window_ms as u64) << 32
+}
+
+pub(crate) fn meta_kind(meta: u64) -> u8 {
+    meta as u8
+}
+
+pub(crate) fn meta_window_ms(meta: u64) -> u32 {
+    (meta >> 32) as u32
+}
+
+/// Whether an entry holds nothing worth keeping at `now`, so its slot can be given to any key.
+pub(crate) fn reclaimable(kind: u8, lo: u64, hi: u64, now: u64) -> bool {
+    match kind {
+        // lo is the window end / theoretical arrival time: past it the entry counts nothing.
+        KIND_WINDOW | KIND_GCRA => lo <= now,
+        // lo is the last-touched time; a held slot is never reclaimed.
+        KIND_SLOTS => state::count(hi) == 0 && lo.saturating_add(SLOTS_IDLE_NS) <= now,
+        _ => true,
+    }
+}
+
+impl Table {
+    pub fn new(map: Mapping, dims: Dimensions) -> Table {
+        Table { map, dims, mask: dims.capacity as usize - 1 }
+    }
+
+    pub fn dims(&self) -> Dimensions {
+        self.dims
+    }
+
+    pub fn mapping(&self) -> &Mapping {
+        &self.map
+    }
+
+    #[inline]
+    pub(crate) fn slot(&self, i: usize) -> &Slot {
+        self.map.slot(self.dims.max_workers as usize, i)
+    }
+
+    fn probe_limit(&self) -> usize {
+        PROBE_LIMIT.min(self.dims.capacity as usize)
+    }
+
+    #[inline]
+    fn key_matches(&self, s: &Slot, fp: (u64, u64)) -> bool {
+        s.key_lo.load(Acquire) == fp.0 && s.key_hi.load(Acquire) == fp.1
+    }
+
+    /// Finds the live entry of a key without inserting one.
+    pub(crate) fn find(&self, kind: u8, key: &[u8]) -> Option<Found> {
+        let fp = fingerprint(kind, key);
+        let home = fp.0 as usize & self.mask;
+        let reach = self.map.header().max_probe.load(Acquire) as usize;
+        for d in 0..=reach.min(self.probe_limit() - 1) {
+            let i = (home + d) & self.mask;
+            let s = self.slot(i);
+            let (_, hi) = split(s.state.load(Acquire));
+            match state::status(hi) {
+                state::EMPTY => return None,
+                state::LIVE if self.key_matches(s, fp) => {
+                    return Some(Found { idx: i, generation: state::generation(hi) })
+                }
+                _ => {}
+            }
+        }
+        None
+    }
+
+    /// Waits for a slot to leave CLAIMED/KEYED (its inserter finishing). Past the bound the
+    /// inserter is presumed dead and its claim is killed. Returns the state seen last.
+    fn settle(&self, s: &Slot) -> u128 {
+        let start = now_ns();
+        let mut spins = 0u32;
+        loop {
+            let st = s.state.load(Acquire);
+            let (_, hi) = split(st);
+            let status = state::status(hi);
+            if status != state::CLAIMED && status != state::KEYED {
+                return st;
+            }
+            spins += 1;
+            if spins < 64 {
+                std::hint::spin_loop();
+                continue;
+            }
+            if now_ns().saturating_sub(start) > SETTLE_WAIT_NS {
+                let dead = join(0, state::pack(state::DEAD, state::generation(hi), 0));
+                let _ = s.state.compare_exchange(st, dead, SeqCst, Acquire);
+                return s.state.load(Acquire);
+            }
+            std::thread::yield_now();
+        }
+    }
+
+    /// Finds the live entry of a key, inserting it if there is none.
+    pub(crate) fn find_or_insert(&self, kind: u8, key: &[u8], window_ns: u64) -> Result<Found, TableFull> {
+        let fp = fingerprint(kind, key);
+        let home = fp.0 as usize & self.mask;
+        let limit = self.probe_limit();
+        'restart: loop {
+            let reach = self.map.header().max_probe.load(Acquire) as usize;
+            let now = now_ns();
+            // The first slot this key could take: (distance, index, the state seen there).
+            let mut free: Option<(usize, usize, u128)> = None;
+            let mut d = 0;
+            while d < limit {
+                let i = (home + d) & self.mask;
+                let s = self.slot(i);
+                let st = s.state.load(Acquire);
+                let (lo, hi) = split(st);
+                match state::status(hi) {
+                    state::EMPTY => {
+                        // The end of every chain through here: the key is not present.
+                        if free.is_none() {
+                            free = Some((d, i, st));
+                        }
+                        break;
+                    }
+                    state::LIVE => {
+                        if self.key_matches(s, fp) {
+                            return Ok(Found { idx: i, generation: state::generation(hi) });
+                        }
+                        if free.is_none() && reclaimable(meta_kind(s.meta.load(Acquire)), lo, hi, now) {
+                            free = Some((d, i, st));
+                        }
+                    }
+                    state::DEAD => {
+                        if free.is_none() {
+                            free = Some((d, i, st));
+                        }
+                    }
+                    state::KEYED if self.key_matches(s, fp) => {
+                        // Another process is inserting this very key: wait for its outcome.
+                        self.settle(s);
+                        continue;
+                    }
+                    _ => {} // CLAIMED, or KEYED for another key: not ours, not free.
+                }
+                // Past the farthest any key was placed, only a free slot is still of interest.
+                if d >= reach && free.is_some() {
+                    break;
+                }
+                d += 1;
+            }
+            let Some((dist, idx, seen)) = free else {
+                self.map.header().full_events.fetch_add(1, Relaxed);
+                return Err(TableFull);
+            };
+            match self.claim(kind, key, fp, home, dist, idx, seen, window_ns) {
+                Some(found) => return Ok(found),
+                None => continue 'restart,
+            }
+        }
+    }
+
+    /// Steps 1-3 of the insertion protocol at `idx`; None means start over.
+    #[allow(clippy::too_many_arguments)]
+    fn claim(
+        &self,
+        kind: u8,
+        key: &[u8],
+        fp: (u64, u64),
+        home: usize,
+        dist: usize,
+        idx: usize,
+        seen: u128,
+        window_ns: u64,
+    ) -> Option<Found> {
+        let s = self.slot(idx);
+        let (_, seen_hi) = split(seen);
+        let generation = state::next_generation(state::generation(seen_hi));
+        let claimed = join(0, state::pack(state::CLAIMED, generation, 0));
+        // SeqCst: the claim and the KEYED store below take part in the insertion protocol's
+        // store-then-scan argument (module docs).
+        if s.state.compare_exchange(seen, claimed, SeqCst, Acquire).is_err() {
+            return None;
+        }
+        if state::status(seen_hi) != state::EMPTY {
+            self.map.header().reclaimed.fetch_add(1, Relaxed);
+        }
+        self.map.header().max_probe.fetch_max(dist as u32, SeqCst);
+        s.key_lo.store(fp.0, Relaxed);
+        s.key_hi.store(fp.1, Relaxed);
+        let window_ms = (window_ns / 1_000_000).min(u32::MAX as u64) as u32;
+        s.meta.store(pack_meta(kind, key.len(), window_ms), Relaxed);
+        let mut name = [0u8; NAME_BYTES];
+        let n = key.len().min(NAME_BYTES);
+        name[..n].copy_from_slice(&key[..n]);
+        for (word, chunk) in s.name.iter().zip(name.chunks_exact(8)) {
+            word.store(u64::from_le_bytes(chunk.try_into().unwrap()), Relaxed);
+        }
+        // Publishes the key words above (the Release half of SeqCst).
+        let keyed = join(0, state::pack(state::KEYED, generation, 0));
+        if s.state.compare_exchange(claimed, keyed, SeqCst, Acquire).is_err() {
+            return None; // Presumed dead by a waiter and killed: start over.
+        }
+
+        let abandon = || {
+            let dead = join(0, state::pack(state::DEAD, generation, 0));
+            let _ = s.state.compare_exchange(keyed, dead, SeqCst, Acquire);
+        };
+        let reach = self.map.header().max_probe.load(SeqCst) as usize;
+        let mut d = 0;
+        while d <= reach.min(self.probe_limit() - 1) {
+            let j = (home + d) & self.mask;
+            if j == idx {
+                d += 1;
+                continue;
+            }
+            let other = self.slot(j);
+            let st = other.state.load(SeqCst);
+            let (_, hi) = split(st);
+            match state::status(hi) {
+                state::EMPTY => break,
+                state::CLAIMED => {
+                    // Its key is not written yet; it may be ours.
+                    self.settle(other);
+                    continue;
+                }
+                state::LIVE if self.key_matches(other, fp) => {
+                    abandon();
+                    return Some(Found { idx: j, generation: state::generation(hi) });
+                }
+                state::KEYED if self.key_matches(other, fp) => {
+                    if d < dist {
+                        abandon();
+                        return None; // The nearer duplicate wins; find it on the next pass.
+                    }
+                    let dead = join(0, state::pack(state::DEAD, state::generation(hi), 0));
+                    if other.state.compare_exchange(st, dead, SeqCst, Acquire).is_err() {
+                        continue; // It moved on (published or died): look at it again.
+                    }
+                }
+                _ => {}
+            }
+            d += 1;
+        }
+        let live = join(if kind == KIND_SLOTS { now_ns() } else { 0 }, state::pack(state::LIVE, generation, 0));
+        if s.state.compare_exchange(keyed, live, SeqCst, Acquire).is_err() {
+            return None; // Killed by a nearer duplicate.
+        }
+        self.map.header().inserts.fetch_add(1, Relaxed);
+        Some(Found { idx, generation })
+    }
+
+    /// Counts `cost` against one limit. Err only when the table is full.
+    pub fn hit(&self, h: &Hit) -> Result<Decision, TableFull> {
+        self.reserve(h).map(|(d, _)| d)
+    }
+
+    fn reserve(&self, h: &Hit) -> Result<(Decision, Option<Reservation>), TableFull> {
+        loop {
+            let found = self.find_or_insert(h.algorithm.kind(), h.key, h.window_ns)?;
+            if let Some(result) = self.reserve_at(found, h) {
+                return Ok(result);
+            }
+        }
+    }
+
+    /// The CAS loop of one hit on a found entry; None if the entry was reclaimed meanwhile.
+    fn reserve_at(&self, found: Found, h: &Hit) -> Option<(Decision, Option<Reservation>)> {
+        let s = self.slot(found.idx);
+        let mut st = s.state.load(Acquire);
+        loop {
+            let (lo, hi) = split(st);
+            if state::status(hi) != state::LIVE || state::generation(hi) != found.generation {
+                return None;
+            }
+            let now = now_ns();
+            let (decision, new_lo, new_count, mark) = match h.algorithm {
+                Algorithm::FixedWindow => window_step(lo, state::count(hi), now, h),
+                Algorithm::Gcra => gcra_step(lo, now, h),
+            };
+            if !decision.allowed {
+                return Some((decision, None));
+            }
+            let new = join(new_lo, state::pack(state::LIVE, found.generation, new_count));
+            match s.state.compare_exchange_weak(st, new, AcqRel, Acquire) {
+                Ok(_) => {
+                    let r = Reservation { found, mark, units: h.cost, algorithm: h.algorithm };
+                    return Some((decision, Some(r)));
+                }
+                Err(actual) => st = actual,
+            }
+        }
+    }
+
+    /// Undoes a reservation, unless its window has already ended (then there is nothing to undo).
+    fn unreserve(&self, r: &Reservation) {
+        let s = self.slot(r.found.idx);
+        let mut st = s.state.load(Acquire);
+        loop {
+            let (lo, hi) = split(st);
+            if state::status(hi) != state::LIVE || state::generation(hi) != r.found.generation {
+                return;
+            }
+            let (new_lo, new_count) = match r.algorithm {
+                Algorithm::FixedWindow => {
+                    if lo != r.mark {
+                        return;
+                    }
+                    (lo, state::count(hi).saturating_sub(r.units))
+                }
+                Algorithm::Gcra => (lo.saturating_sub(r.mark), 0),
+            };
+            let new = join(new_lo, state::pack(state::LIVE, r.found.generation, new_count));
+            match s.state.compare_exchange_weak(st, new, AcqRel, Acquire) {
+                Ok(_) => return,
+                Err(actual) => st = actual,
+            }
+        }
+    }
+
+    /// Reads a limit's current state without counting or inserting.
+    pub fn peek(&self, h: &Hit) -> Decision {
+        let probe = Hit { cost: 0, ..h.clone() };
+        let now = now_ns();
+        let Some(found) = self.find(h.algorithm.kind(), h.key) else {
+            return window_step(0, 0, now, &probe).0;
+        };
+        let (lo, hi) = split(self.slot(found.idx).state.load(Acquire));
+        match h.algorithm {
+            Algorithm::FixedWindow => window_step(lo, state::count(hi), now, &probe).0,
+            Algorithm::Gcra => gcra_step(lo, now, &probe).0,
+        }
+    }
+
+    /// Counts against every limit or none: admits only if all admit, and never leaves any of
+    /// them over its limit. Units reserved in earlier limits are given back when a later one
+    /// refuses; between the two, other callers may see them (a brief under-admission, never
+    /// an over-admission).
+    pub fn hit_many(&self, hits: &[Hit], policy: FullPolicy) -> MultiDecision {
+        let mut decisions = Vec::with_capacity(hits.len());
+        let mut reserved = Vec::with_capacity(hits.len());
+        let mut table_full = false;
+        for (n, h) in hits.iter().enumerate() {
+            match self.reserve(h) {
+                Ok((d, r)) => {
+                    decisions.push(d);
+                    if let Some(r) = r {
+                        reserved.push(r);
+                    }
+                    if !d.allowed {
+                        return self.refuse(hits, decisions, &reserved, n, table_full);
+                    }
+                }
+                Err(TableFull) => {
+                    table_full = true;
+                    let allowed = policy == FullPolicy::Open;
+                    decisions.push(Decision { allowed, table_full: true, remaining: 0, ..Decision::default() });
+                    if !allowed {
+                        return self.refuse(hits, decisions, &reserved, n, true);
+                    }
+                }
+            }
+        }
+        MultiDecision { allowed: true, decisions, denied_index: None, table_full }
+    }
+
+    fn refuse(
+        &self,
+        hits: &[Hit],
+        mut decisions: Vec<Decision>,
+        reserved: &[Reservation],
+        denied: usize,
+        table_full: bool,
+    ) -> MultiDecision {
+        for r in reserved {
+            self.unreserve(r);
+        }
+        // The earlier limits were given back: report them as refused, with their counts now.
+        for (d, h) in decisions.iter_mut().zip(hits).take(denied) {
+            *d = Decision { allowed: false, ..self.peek(h) };
+        }
+        for h in &hits[denied + 1..] {
+            decisions.push(Decision { allowed: false, ..self.peek(h) });
+        }
+        MultiDecision { allowed: false, decisions, denied_index: Some(denied), table_full }
+    }
+}
+
+/// Fixed window: the window starts at the first hit after the previous one ended (as
+/// LiteLLM's in-memory limiter does). lo is the window's end. Refused hits are not counted.
+fn window_step(end: u64, count: u64, now: u64, h: &Hit) -> (Decision, u64, u64, u64) {
+    let (end, count) = if end <= now { (now.saturating_add(h.window_ns), 0) } else { (end, count) };
+    let reset_in_ns = end - now;
+    let after = count.saturating_add(h.cost);
+    if after > h.limit || after > state::COUNT_MAX {
+        let d = Decision {
+            allowed: false,
+            current: count,
+            remaining: h.limit.saturating_sub(count),
+            reset_in_ns,
+            // A cost above the limit never fits; say so with a full window.
+            retry_after_ns: if h.cost > h.limit { h.window_ns } else { reset_in_ns },
+            table_full: false,
+        };
+        return (d, end, count, end);
+    }
+    let d = Decision { allowed: true, current: after, remaining: h.limit - after, reset_in_ns, retry_after_ns: 0, table_full: false };
+    (d, end, after, end)
+}
+
+/// GCRA: lo is the theoretical arrival time (TAT). Each unit moves it on by window/limit; a
+/// hit is admitted while the TAT stays within one window of now.
+fn gcra_step(tat: u64, now: u64, h: &Hit) -> (Decision, u64, u64, u64) {
+    let interval = if h.limit == 0 { u64::MAX } else { (h.window_ns / h.limit).max(1) };
+    let base = tat.max(now);
+    let increment = interval.saturating_mul(h.cost);
+    let new_tat = base.saturating_add(increment);
+    let units_at = |t: u64| (t - now).div_ceil(interval);
+    if h.limit == 0 || new_tat - now > h.window_ns {
+        let current = units_at(base);
+        let d = Decision {
+            allowed: false,
+            current,
+            remaining: h.limit.saturating_sub(current),
+            reset_in_ns: base - now,
+            retry_after_ns: if h.cost > h.limit { h.window_ns } else { (new_tat - h.window_ns).saturating_sub(now) },
+            table_full: false,
+        };
+        return (d, tat, 0, increment);
+    }
+    let current = units_at(new_tat);
+    let d = Decision {
+        allowed: true,
+        current,
+        remaining: h.limit.saturating_sub(current),
+        reset_in_ns: new_tat - now,
+        retry_after_ns: 0,
+        table_full: false,
+    };
+    (d, new_tat, 0, increment)
+}
+
+/// A torn-free read of a slot's state through two 64-bit loads, usable on a read-only
+/// mapping (a 128-bit atomic load may be a CAS, which would fault there).
+pub(crate) fn read_state_words(s: &Slot) -> (u64, u64) {
+    let base = &s.state as *const AtomicU128 as *const AtomicU64;
+    // SAFETY: the 16-byte state word is two naturally aligned u64 halves (little-endian: lo
+    // first); 64-bit atomic loads of them only read. A pair torn by a concurrent CAS is caught
+    // by re-reading hi, which carries the generation and count of every update.
+    let (lo_word, hi_word) = unsafe { (&*base, &*base.add(1)) };
+    loop {
+        let hi = hi_word.load(Acquire);
+        let lo = lo_word.load(Acquire);
+        if hi_word.load(Acquire) == hi {
+            return (lo, hi);
+        }
+    }
+}
+
+/// The key text stored in a slot, cut to NAME_BYTES, and whether it was cut.
+pub(crate) fn read_name(s: &Slot) -> (String, bool) {
+    let meta = s.meta.load(Acquire);
+    let len = ((meta >> 8) & 0xff) as usize;
+    let mut bytes = Vec::with_capacity(NAME_BYTES);
+    for w in &s.name {
+        bytes.extend_from_slice(&w.load(Relaxed).to_le_bytes());
+    }
+    bytes.truncate(len.min(NAME_BYTES));
+    (String::from_utf8_lossy(&bytes).into_owned(), len > NAME_BYTES)
+}

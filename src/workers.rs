@@ -1,0 +1,318 @@
+//! Registered processes and concurrency slots.
+//!
+//! A slot count lives in a table entry (KIND_SLOTS, count = slots held host-wide). Each
+//! process also records what it holds in its own worker entry. The order of the two writes
+//! keeps the records at or above the truth: acquire raises the holding record before the
+//! shared count, release lowers the shared count before the record. When a process dies, its
+//! entry is marked REAPING and every key it held is audited: the shared count is set to the
+//! sum of the live processes' records (checked twice and committed with a CAS, so a
+//! concurrent acquire or release makes it retry). An error can only leave a count too high
+//! for a moment, never too low: no over-admission.
+
+use crate::layout::{state, Worker, KIND_SLOTS, W_FREE, W_LIVE, W_REAPING};
+use crate::sys;
+use crate::table::{read_state_words, Found, Table, TableFull};
+use std::sync::atomic::Ordering::*;
+
+const COUNT_MASK: u64 = 0xffff_ffff;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SlotError {
+    /// No table entry could be made for the key.
+    TableFull,
+    /// This process already holds as many distinct keys as its worker entry has records.
+    HoldingsFull,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NotHeld;
+
+#[inline]
+fn pack_worker(pid: u32, status: u32) -> u64 {
+    (pid as u64) << 32 | status as u64
+}
+
+#[inline]
+pub(crate) fn worker_pid(st: u64) -> u32 {
+    (st >> 32) as u32
+}
+
+#[inline]
+pub(crate) fn worker_status(st: u64) -> u32 {
+    st as u32
+}
+
+#[inline]
+fn holding_tag(idx: usize) -> u64 {
+    (idx as u64 + 1) << 32
+}
+
+/// (slot index, count) of a holding record, if it is in use.
+#[inline]
+pub(crate) fn holding_parts(v: u64) -> Option<(usize, u64)> {
+    let tag = v >> 32;
+    if tag == 0 {
+        None
+    } else {
+        Some((tag as usize - 1, v & COUNT_MASK))
+    }
+}
+
+impl Table {
+    pub(crate) fn worker(&self, w: usize) -> &Worker {
+        self.map.worker(w)
+    }
+
+    /// Takes a free worker entry for this process. Dead workers are reaped first.
+    pub fn register(&self) -> Option<usize> {
+        self.reap_dead();
+        let pid = sys::pid();
+        for w in 0..self.dims.max_workers as usize {
+            let entry = self.worker(w);
+            let st = entry.state.load(Acquire);
+            if worker_status(st) != W_FREE {
+                continue;
+            }
+            if entry.state.compare_exchange(st, pack_worker(pid, W_LIVE), AcqRel, Acquire).is_ok() {
+                entry.start_ticks.store(sys::start_ticks(pid), Release);
+                entry.registered_ns.store(sys::now_ns(), Release);
+                self.map.header().registrations.fetch_add(1, Relaxed);
+                return Some(w);
+            }
+        }
+        None
+    }
+
+    /// Gives back everything worker `w` holds and frees its entry (a clean exit).
+    pub fn deregister(&self, w: usize) {
+        let entry = self.worker(w);
+        let st = entry.state.load(Acquire);
+        if worker_status(st) == W_LIVE && worker_pid(st) == sys::pid() {
+            let reaping = pack_worker(worker_pid(st), W_REAPING);
+            if entry.state.compare_exchange(st, reaping, AcqRel, Acquire).is_ok() {
+                self.finish_reap(w, reaping);
+            }
+        }
+    }
+
+    /// Finds workers whose process is gone and gives back their slots. Returns how many.
+    pub fn reap_dead(&self) -> usize {
+        let me = sys::pid();
+        self.map.header().last_reap_ns.store(sys::now_ns(), Relaxed);
+        let mut reaped = 0;
+        for w in 0..self.dims.max_workers as usize {
+            let entry = self.worker(w);
+            let st = entry.state.load(Acquire);
+            let pid = worker_pid(st);
+            match worker_status(st) {
+                W_LIVE if !sys::process_alive(pid, entry.start_ticks.load(Acquire)) => {
+                    let reaping = pack_worker(pid, W_REAPING);
+                    if entry.state.compare_exchange(st, reaping, AcqRel, Acquire).is_ok() {
+                        entry.reaper_pid.store(me as u64, Release);
+                        self.finish_reap(w, reaping);
+                        reaped += 1;
+                    }
+                }
+                W_REAPING => {
+                    // A reaper that died mid-way: take its job over.
+                    let reaper = entry.reaper_pid.load(Acquire);
+                    if reaper != me as u64
+                        && !sys::process_alive(reaper as u32, 0)
+                        && entry.reaper_pid.compare_exchange(reaper, me as u64, AcqRel, Acquire).is_ok()
+                    {
+                        self.finish_reap(w, st);
+                        reaped += 1;
+                    }
+                }
+                _ => {}
+            }
+        }
+        if reaped > 0 {
+            self.map.header().reaped_workers.fetch_add(reaped as u64, Relaxed);
+        }
+        reaped
+    }
+
+    /// Reaps only if no scan ran in the last `interval_ns` (used when a slot is refused, so a
+    /// dead holder blocks nobody for longer than that).
+    pub fn reap_if_due(&self, interval_ns: u64) -> usize {
+        let header = self.map.header();
+        let last = header.last_reap_ns.load(Relaxed);
+        let now = sys::now_ns();
+        if now.saturating_sub(last) < interval_ns {
+            return 0;
+        }
+        if header.last_reap_ns.compare_exchange(last, now, Relaxed, Relaxed).is_err() {
+            return 0; // Another process is scanning right now.
+        }
+        self.reap_dead()
+    }
+
+    /// Audits every key worker `w` (marked REAPING) recorded, then frees the entry.
+    fn finish_reap(&self, w: usize, reaping: u64) {
+        let entry = self.worker(w);
+        for h in entry.holdings.iter() {
+            if let Some((idx, _)) = holding_parts(h.load(Acquire)) {
+                self.audit(idx);
+            }
+        }
+        for h in entry.holdings.iter() {
+            h.store(0, Relaxed);
+        }
+        entry.start_ticks.store(0, Relaxed);
+        entry.reaper_pid.store(0, Relaxed);
+        // Release: the cleared records are visible before the entry can be taken again.
+        let _ = entry.state.compare_exchange(reaping, pack_worker(0, W_FREE), Release, Relaxed);
+    }
+
+    /// Sum of the LIVE workers' holding records for slot `idx`.
+    fn live_holdings(&self, idx: usize) -> u64 {
+        let tag = holding_tag(idx);
+        let mut total = 0;
+        for w in 0..self.dims.max_workers as usize {
+            let entry = self.worker(w);
+            if worker_status(entry.state.load(Acquire)) != W_LIVE {
+                continue;
+            }
+            for h in entry.holdings.iter() {
+                let v = h.load(Acquire);
+                if v & !COUNT_MASK == tag {
+                    total += v & COUNT_MASK;
+                }
+            }
+        }
+        total
+    }
+
+    /// Sets a slot entry's count to what the live workers hold (module docs).
+    fn audit(&self, idx: usize) {
+        let s = self.slot(idx);
+        for _ in 0..1000 {
+            let st = s.state.load(Acquire);
+            let (lo, hi) = (st as u64, (st >> 64) as u64);
+            if state::status(hi) != state::LIVE || crate::table::meta_kind(s.meta.load(Acquire)) != KIND_SLOTS {
+                return;
+            }
+            let first = self.live_holdings(idx);
+            let second = self.live_holdings(idx);
+            if first != second || s.state.load(Acquire) != st {
+                continue;
+            }
+            let lo = lo.max(sys::now_ns()).saturating_add(1);
+            let new = (state::pack(state::LIVE, state::generation(hi), first) as u128) << 64 | lo as u128;
+            if s.state.compare_exchange(st, new, AcqRel, Acquire).is_ok() {
+                return;
+            }
+        }
+    }
+
+    /// Raises worker `w`'s record for slot `idx` by one; false when it has no free record.
+    fn hold(&self, w: usize, idx: usize) -> bool {
+        let tag = holding_tag(idx);
+        let records = &self.worker(w).holdings;
+        for h in records.iter() {
+            let mut v = h.load(Acquire);
+            while v & !COUNT_MASK == tag {
+                match h.compare_exchange_weak(v, v + 1, AcqRel, Acquire) {
+                    Ok(_) => return true,
+                    Err(actual) => v = actual,
+                }
+            }
+        }
+        for h in records.iter() {
+            let v = h.load(Acquire);
+            if v & COUNT_MASK == 0 && h.compare_exchange(v, tag | 1, AcqRel, Acquire).is_ok() {
+                return true;
+            }
+        }
+        false
+    }
+
+    /// Lowers worker `w`'s record for slot `idx` by one; false when it holds none.
+    fn unhold(&self, w: usize, idx: usize) -> bool {
+        let tag = holding_tag(idx);
+        for h in self.worker(w).holdings.iter() {
+            let mut v = h.load(Acquire);
+            while v & !COUNT_MASK == tag && v & COUNT_MASK > 0 {
+                match h.compare_exchange_weak(v, v - 1, AcqRel, Acquire) {
+                    Ok(_) => return true,
+                    Err(actual) => v = actual,
+                }
+            }
+        }
+        false
+    }
+
+    fn holds(&self, w: usize, idx: usize) -> bool {
+        let tag = holding_tag(idx);
+        self.worker(w).holdings.iter().any(|h| {
+            let v = h.load(Acquire);
+            v & !COUNT_MASK == tag && v & COUNT_MASK > 0
+        })
+    }
+
+    /// Takes one of `max_slots` slots of `key` for worker `w`. Ok(false): all are taken.
+    pub fn acquire(&self, w: usize, key: &[u8], max_slots: u64) -> Result<bool, SlotError> {
+        'find: loop {
+            let Found { idx, generation } =
+                self.find_or_insert(KIND_SLOTS, key, 0).map_err(|TableFull| SlotError::TableFull)?;
+            if !self.hold(w, idx) {
+                return Err(SlotError::HoldingsFull);
+            }
+            let s = self.slot(idx);
+            let mut st = s.state.load(Acquire);
+            loop {
+                let (lo, hi) = (st as u64, (st >> 64) as u64);
+                if state::status(hi) != state::LIVE || state::generation(hi) != generation {
+                    self.unhold(w, idx);
+                    continue 'find;
+                }
+                let count = state::count(hi);
+                if count >= max_slots {
+                    self.unhold(w, idx);
+                    return Ok(false);
+                }
+                // lo is a version that every change moves forward (the audit's CAS relies on it)
+                // and the last-touched time that decides when an idle entry may be reclaimed.
+                let lo = lo.max(sys::now_ns()).saturating_add(1);
+                let new = (state::pack(state::LIVE, generation, count + 1) as u128) << 64 | lo as u128;
+                match s.state.compare_exchange_weak(st, new, AcqRel, Acquire) {
+                    Ok(_) => return Ok(true),
+                    Err(actual) => st = actual,
+                }
+            }
+        }
+    }
+
+    /// Gives back one slot of `key` held by worker `w`.
+    pub fn release(&self, w: usize, key: &[u8]) -> Result<(), NotHeld> {
+        let Found { idx, generation } = self.find(KIND_SLOTS, key).ok_or(NotHeld)?;
+        if !self.holds(w, idx) {
+            return Err(NotHeld);
+        }
+        let s = self.slot(idx);
+        let mut st = s.state.load(Acquire);
+        loop {
+            let (lo, hi) = (st as u64, (st >> 64) as u64);
+            if state::status(hi) != state::LIVE || state::generation(hi) != generation {
+                break;
+            }
+            let lo = lo.max(sys::now_ns()).saturating_add(1);
+            let count = state::count(hi).saturating_sub(1);
+            let new = (state::pack(state::LIVE, generation, count) as u128) << 64 | lo as u128;
+            match s.state.compare_exchange_weak(st, new, AcqRel, Acquire) {
+                Ok(_) => break,
+                Err(actual) => st = actual,
+            }
+        }
+        self.unhold(w, idx);
+        Ok(())
+    }
+
+    /// Slots of `key` held host-wide.
+    pub fn slots_in_use(&self, key: &[u8]) -> u64 {
+        self.find(KIND_SLOTS, key)
+            .map(|f| state::count(read_state_words(self.slot(f.idx)).1))
+            .unwrap_or(0)
+    }
+}
