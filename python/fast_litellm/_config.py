@@ -1,0 +1,61 @@
+"""Settings read from the environment. Every bad value raises ConfigError naming the variable,
+at import, so a typo never silently means "default"."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Mapping, Optional
+
+from . import _native
+
+OFF_VALUES = ("off", "none", "disabled")
+
+
+class ConfigError(ValueError):
+    """A FAST_LITELLM_* environment variable has a value that cannot be used."""
+
+
+@dataclass(frozen=True)
+class RegionSettings:
+    #: Region file, None for an anonymous region shared with forked children.
+    path: Optional[str]
+    #: False when FAST_LITELLM_SHM=off: no region at all.
+    enabled: bool
+    capacity: Optional[int]
+    max_workers: Optional[int]
+    fail_open: bool
+
+
+def _positive_int(env: Mapping[str, str], name: str) -> Optional[int]:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return None
+    try:
+        value = int(raw.replace("_", ""))
+    except ValueError:
+        raise ConfigError(f"{name}={raw!r} is not a whole number") from None
+    if value <= 0:
+        raise ConfigError(f"{name}={raw!r} must be positive")
+    return value
+
+
+def capacity_for(slots: int) -> int:
+    """The table capacity for a requested number of slots: the next power of two."""
+    return 1 << (slots - 1).bit_length()
+
+
+def region_settings(env: Mapping[str, str] = os.environ) -> RegionSettings:
+    raw_path = env.get("FAST_LITELLM_SHM", "").strip()
+    enabled = raw_path.lower() not in OFF_VALUES
+    path = raw_path if raw_path and enabled else None
+    if path is not None and not path.startswith("/"):
+        raise ConfigError(f"FAST_LITELLM_SHM={raw_path!r} must be an absolute path (e.g. /dev/shm/fl) or 'off'")
+    slots = _positive_int(env, "FAST_LITELLM_SHM_CAPACITY")
+    capacity = capacity_for(slots) if slots is not None else None
+    max_workers = _positive_int(env, "FAST_LITELLM_SHM_WORKERS")
+    policy = env.get("FAST_LITELLM_SHM_FULL_POLICY", "closed").strip().lower() or "closed"
+    if policy not in ("open", "closed"):
+        raise ConfigError(f"FAST_LITELLM_SHM_FULL_POLICY={policy!r} must be 'open' or 'closed'")
+    return RegionSettings(path, enabled, capacity, max_workers, policy == "open")
+

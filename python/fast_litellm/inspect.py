@@ -1,0 +1,93 @@
+"""fl-shm-inspect: a read-only look at a live region (header, table, workers, top keys)."""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import sys
+import time
+from typing import Any, Dict, List, Optional, Sequence
+
+from ._native import RegionError, RegionView
+
+
+def snapshot(view: RegionView, top: int) -> Dict[str, Any]:
+    return {"header": view.header(), "stats": view.stats(), "workers": view.workers(), "top_keys": view.top_keys(top)}
+
+
+def _mib(n: float) -> str:
+    return f"{n / 2**20:.1f} MiB"
+
+
+def render(path: str, snap: Dict[str, Any]) -> str:
+    h, s = snap["header"], snap["stats"]
+    created = datetime.datetime.fromtimestamp(h["created_unix_s"], datetime.timezone.utc)
+    workers: List[Dict[str, Any]] = snap["workers"]
+    live = sum(1 for w in workers if w["status"] == "live")
+    dead = sum(1 for w in workers if w["status"] != "live")
+    out = [
+        f"region {path}",
+        f"  magic {h['magic']}  layout v{h['layout_version']}  slot {h['slot_size']} B  header {h['header_size']} B"
+        f"  worker entry {h['worker_size']} B",
+        f"  size {_mib(h['total_size'])}  capacity {h['capacity']}  max workers {h['max_workers']}",
+        f"  created {created:%Y-%m-%d %H:%M:%S} UTC  boot {h['boot_id'][:8]}"
+        + ("" if h["this_boot"] else "  (clock values from another boot: reset on next attach)"),
+        "table",
+        f"  used {s['used']}  expired {s['expired']}  free-after-use {s['dead']}  load factor {s['load_factor']:.2%}",
+        f"  inserts {s['inserts']}  reclaimed {s['reclaimed']}  full events {s['full_events']}  max probe {s['max_probe']}",
+        f"workers  {live} live, {dead} dead or being reaped, {s['reaped_workers']} reaped so far",
+    ]
+    if workers:
+        out.append(f"  {'pid':>8}  {'status':<8} {'registered':>11}  {'slots held':>10}  {'keys':>5}")
+        for w in workers:
+            out.append(
+                f"  {w['pid']:>8}  {w['status']:<8} {w['registered_s_ago']:>9.0f}s  {w['slots_held']:>10}  {w['keys_held']:>5}"
+            )
+    keys = snap["top_keys"]
+    out.append(f"top {len(keys)} keys by count")
+    if keys:
+        out.append(f"  {'kind':<6} {'count':>10} {'window':>8} {'resets in':>10}  {'holders (pid:slots)':<22} key")
+        for k in keys:
+            holders = " ".join(f"{pid}:{n}" for pid, n in k["holders"]) or "-"
+            window = f"{k['window_s']:g}s" if k["kind"] != "slots" else "-"
+            resets = "expired" if k["expired"] else (f"{k['resets_in_s']:.1f}s" if k["kind"] != "slots" else "-")
+            name = k["key"] + ("…" if k["key_truncated"] else "")
+            out.append(f"  {k['kind']:<6} {k['count']:>10} {window:>8} {resets:>10}  {holders:<22} {name}")
+    return "\n".join(out)
+
+
+def main(argv: Optional[Sequence[str]] = None, default_path: str = "") -> int:
+    parser = argparse.ArgumentParser(
+        prog="fl-shm-inspect",
+        description="Show a fast_litellm shared region without changing it.",
+    )
+    parser.add_argument("path", nargs="?", default=default_path or None,
+                        help="region file (default: $FAST_LITELLM_SHM)")
+    parser.add_argument("--top", type=int, default=20, metavar="N", help="keys to list (default 20)")
+    parser.add_argument("--json", action="store_true", help="print one JSON document")
+    parser.add_argument("--watch", type=float, metavar="SECONDS", help="refresh every SECONDS until Ctrl-C")
+    args = parser.parse_args(argv)
+    if not args.path or args.path.lower() in ("off", "none", "disabled"):
+        print("fl-shm-inspect: no region given: pass a path or set FAST_LITELLM_SHM", file=sys.stderr)
+        return 2
+    if args.watch is not None and args.watch <= 0:
+        parser.error("--watch takes a positive number of seconds")
+    try:
+        view = RegionView(args.path)
+        while True:
+            snap = snapshot(view, args.top)
+            if args.json:
+                print(json.dumps(snap, indent=None if args.watch else 2), flush=True)
+            else:
+                if args.watch:
+                    print("\033[H\033[2J", end="")
+                print(render(args.path, snap), flush=True)
+            if not args.watch:
+                return 0
+            time.sleep(args.watch)
+    except RegionError as e:
+        print(f"fl-shm-inspect: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 0

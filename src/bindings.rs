@@ -1,0 +1,400 @@
+//! The PyO3 layer: converts between Python and the engine's plain Rust types, nothing more.
+
+use crate::engine::{Acquired, Region};
+use crate::region::{Attach, Dimensions, ErrorKind, RegionError as EngineError};
+use crate::snapshot::{HeaderInfo, KeyInfo, Stats, WorkerInfo};
+use crate::table::{Algorithm, Decision, FullPolicy, Hit, MultiDecision, Table};
+use pyo3::create_exception;
+use pyo3::exceptions::{PyException, PyValueError};
+use pyo3::prelude::*;
+use pyo3::types::PyDict;
+use std::path::PathBuf;
+
+create_exception!(_native, RegionError, PyException, "The shared region cannot be created, attached or used.");
+create_exception!(_native, RegionFormatError, RegionError, "The file is not a region of this layout: foreign, corrupt, truncated or from another version.");
+create_exception!(_native, RegionSpaceError, RegionError, "No room for the region in its filesystem (/dev/shm too small).");
+create_exception!(_native, RegionPermissionError, RegionError, "The region file is owned by another user, is a symlink, or cannot be opened.");
+create_exception!(_native, RegionConfigError, RegionError, "The requested dimensions are invalid or differ from the existing region.");
+create_exception!(_native, SlotNotHeldError, PyException, "release() of a key this process holds no slot of.");
+
+fn to_py_err(e: EngineError) -> PyErr {
+    match e.kind {
+        ErrorKind::Format => RegionFormatError::new_err(e.message),
+        ErrorKind::NoSpace => RegionSpaceError::new_err(e.message),
+        ErrorKind::Permission => RegionPermissionError::new_err(e.message),
+        ErrorKind::Config => RegionConfigError::new_err(e.message),
+        ErrorKind::Io | ErrorKind::Unsupported => RegionError::new_err(e.message),
+    }
+}
+
+const NS: f64 = 1e9;
+
+fn window_ns(window_s: f64) -> PyResult<u64> {
+    if !(window_s.is_finite() && window_s > 0.0 && window_s <= 1e9) {
+        return Err(PyValueError::new_err(format!("window_s must be a positive number of seconds, got {window_s}")));
+    }
+    Ok((window_s * NS).round().max(1.0) as u64)
+}
+
+fn algorithm(name: &str) -> PyResult<Algorithm> {
+    match name {
+        "fixed" => Ok(Algorithm::FixedWindow),
+        "gcra" => Ok(Algorithm::Gcra),
+        other => Err(PyValueError::new_err(format!("algorithm must be 'fixed' or 'gcra', got {other:?}"))),
+    }
+}
+
+/// The answer to one limit check.
+#[pyclass(module = "fast_litellm._native", name = "Decision", frozen, get_all)]
+pub struct PyDecision {
+    allowed: bool,
+    current: u64,
+    remaining: u64,
+    reset_in_s: f64,
+    retry_after_s: f64,
+    table_full: bool,
+}
+
+#[pymethods]
+impl PyDecision {
+    fn __repr__(&self) -> String {
+        format!(
+            "Decision(allowed={}, current={}, remaining={}, reset_in_s={:.3}, retry_after_s={:.3}, table_full={})",
+            py_bool(self.allowed),
+            self.current,
+            self.remaining,
+            self.reset_in_s,
+            self.retry_after_s,
+            py_bool(self.table_full)
+        )
+    }
+
+    fn __bool__(&self) -> bool {
+        self.allowed
+    }
+}
+
+fn py_bool(b: bool) -> &'static str {
+    if b {
+        "True"
+    } else {
+        "False"
+    }
+}
+
+impl From<Decision> for PyDecision {
+    fn from(d: Decision) -> Self {
+        PyDecision {
+            allowed: d.allowed,
+            current: d.current,
+            remaining: d.remaining,
+            reset_in_s: d.reset_in_ns as f64 / NS,
+            retry_after_s: d.retry_after_ns as f64 / NS,
+            table_full: d.table_full,
+        }
+    }
+}
+
+/// The answer to several limits checked at once: admitted only if all admit.
+#[pyclass(module = "fast_litellm._native", name = "MultiDecision", frozen, get_all)]
+pub struct PyMultiDecision {
+    allowed: bool,
+    decisions: Vec<Py<PyDecision>>,
+    denied_index: Option<usize>,
+    table_full: bool,
+}
+
+#[pymethods]
+impl PyMultiDecision {
+    fn __repr__(&self) -> String {
+        format!(
+            "MultiDecision(allowed={}, denied_index={:?}, table_full={}, decisions={})",
+            py_bool(self.allowed),
+            self.denied_index,
+            py_bool(self.table_full),
+            self.decisions.len()
+        )
+    }
+
+    fn __bool__(&self) -> bool {
+        self.allowed
+    }
+}
+
+fn multi_to_py(py: Python<'_>, m: MultiDecision) -> PyResult<PyMultiDecision> {
+    let decisions = m.decisions.into_iter().map(|d| Py::new(py, PyDecision::from(d))).collect::<PyResult<_>>()?;
+    Ok(PyMultiDecision { allowed: m.allowed, decisions, denied_index: m.denied_index, table_full: m.table_full })
+}
+
+fn stats_dict<'py>(py: Python<'py>, s: &Stats) -> PyResult<Bound<'py, PyDict>> {
+    let d = PyDict::new(py);
+    d.set_item("capacity", s.capacity)?;
+    d.set_item("used", s.used)?;
+    d.set_item("expired", s.expired)?;
+    d.set_item("dead", s.dead)?;
+    d.set_item("load_factor", (s.used + s.expired) as f64 / s.capacity as f64)?;
+    d.set_item("full_events", s.full_events)?;
+    d.set_item("reclaimed", s.reclaimed)?;
+    d.set_item("inserts", s.inserts)?;
+    d.set_item("workers", s.workers)?;
+    d.set_item("dead_workers", s.dead_workers)?;
+    d.set_item("reaped_workers", s.reaped_workers)?;
+    d.set_item("max_probe", s.max_probe)?;
+    d.set_item("size_bytes", s.size_bytes)?;
+    Ok(d)
+}
+
+fn header_dict<'py>(py: Python<'py>, h: &HeaderInfo) -> PyResult<Bound<'py, PyDict>> {
+    let d = PyDict::new(py);
+    d.set_item("magic", format!("{:#018x}", h.magic))?;
+    d.set_item("layout_version", h.layout_version)?;
+    d.set_item("slot_size", h.slot_size)?;
+    d.set_item("header_size", h.header_size)?;
+    d.set_item("worker_size", h.worker_size)?;
+    d.set_item("capacity", h.capacity)?;
+    d.set_item("max_workers", h.max_workers)?;
+    d.set_item("total_size", h.total_size)?;
+    d.set_item("boot_id", &h.boot_id)?;
+    d.set_item("this_boot", h.this_boot)?;
+    d.set_item("created_unix_s", h.created_unix_ns as f64 / NS)?;
+    Ok(d)
+}
+
+fn workers_list<'py>(py: Python<'py>, ws: &[WorkerInfo]) -> PyResult<Vec<Bound<'py, PyDict>>> {
+    ws.iter()
+        .map(|w| {
+            let d = PyDict::new(py);
+            d.set_item("index", w.index)?;
+            d.set_item("pid", w.pid)?;
+            d.set_item("status", w.status)?;
+            d.set_item("registered_s_ago", w.registered_ns_ago as f64 / NS)?;
+            d.set_item("slots_held", w.holdings.iter().map(|h| h.1).sum::<u64>())?;
+            d.set_item("keys_held", w.holdings.len())?;
+            Ok(d)
+        })
+        .collect()
+}
+
+fn keys_list<'py>(py: Python<'py>, ks: &[KeyInfo]) -> PyResult<Vec<Bound<'py, PyDict>>> {
+    ks.iter()
+        .map(|k| {
+            let d = PyDict::new(py);
+            d.set_item("kind", k.kind)?;
+            d.set_item("key", &k.name)?;
+            d.set_item("key_truncated", k.name_truncated)?;
+            d.set_item("count", k.count)?;
+            d.set_item("window_s", k.window_ms as f64 / 1000.0)?;
+            d.set_item("resets_in_s", k.resets_in_ns as f64 / NS)?;
+            d.set_item("expired", k.expired)?;
+            d.set_item("holders", k.holders.iter().map(|&(pid, n)| (pid, n)).collect::<Vec<_>>())?;
+            d.set_item("slot", k.index)?;
+            Ok(d)
+        })
+        .collect()
+}
+
+/// A process's handle on a shared region (created or attached).
+#[pyclass(module = "fast_litellm._native", name = "Region", frozen, subclass)]
+pub struct PyRegion {
+    inner: Region,
+}
+
+#[pymethods]
+impl PyRegion {
+    #[new]
+    #[pyo3(signature = (path=None, *, capacity=None, max_workers=None, fail_open=false))]
+    fn new(
+        py: Python<'_>,
+        path: Option<PathBuf>,
+        capacity: Option<u32>,
+        max_workers: Option<u32>,
+        fail_open: bool,
+    ) -> PyResult<Self> {
+        let dims = match (capacity, max_workers) {
+            (None, None) => None,
+            (c, w) => Some(Dimensions {
+                capacity: c.unwrap_or(Dimensions::default().capacity),
+                max_workers: w.unwrap_or(Dimensions::default().max_workers),
+            }),
+        };
+        let policy = if fail_open { FullPolicy::Open } else { FullPolicy::Closed };
+        // Attaching may wait on another process's flock: let other Python threads run.
+        let inner = py.detach(|| Region::open(path.as_deref(), dims, policy)).map_err(to_py_err)?;
+        Ok(PyRegion { inner })
+    }
+
+    #[pyo3(signature = (key, limit, window_s=60.0, cost=1, algorithm="fixed"))]
+    fn hit(&self, key: &str, limit: u64, window_s: f64, cost: u64, algorithm: &str) -> PyResult<PyDecision> {
+        let h = Hit { key: key.as_bytes(), limit, window_ns: window_ns(window_s)?, cost, algorithm: self::algorithm(algorithm)? };
+        Ok(self.inner.hit(&h).into())
+    }
+
+    #[pyo3(signature = (key, limit, window_s=60.0, algorithm="fixed"))]
+    fn peek(&self, key: &str, limit: u64, window_s: f64, algorithm: &str) -> PyResult<PyDecision> {
+        let h = Hit { key: key.as_bytes(), limit, window_ns: window_ns(window_s)?, cost: 0, algorithm: self::algorithm(algorithm)? };
+        Ok(self.inner.table().peek(&h).into())
+    }
+
+    #[pyo3(signature = (limits, algorithm="fixed"))]
+    fn hit_many(&self, py: Python<'_>, limits: Vec<(String, u64, f64, u64)>, algorithm: &str) -> PyResult<PyMultiDecision> {
+        let alg = self::algorithm(algorithm)?;
+        let hits = limits
+            .iter()
+            .map(|(key, limit, window_s, cost)| {
+                Ok(Hit { key: key.as_bytes(), limit: *limit, window_ns: window_ns(*window_s)?, cost: *cost, algorithm: alg })
+            })
+            .collect::<PyResult<Vec<_>>>()?;
+        multi_to_py(py, self.inner.hit_many(&hits))
+    }
+
+    /// 1: acquired; 0: refused (all taken, or a full table under the fail-closed policy);
+    /// 2: admitted untracked (a full table under the fail-open policy; nothing to release).
+    fn acquire(&self, key: &str, max_slots: u64) -> PyResult<u8> {
+        Ok(match self.inner.acquire(key.as_bytes(), max_slots).map_err(to_py_err)? {
+            Acquired::Yes => 1,
+            Acquired::No => 0,
+            Acquired::Untracked => 2,
+        })
+    }
+
+    fn release(&self, key: &str) -> PyResult<()> {
+        self.inner
+            .release(key.as_bytes())
+            .map_err(|_| SlotNotHeldError::new_err(format!("this process holds no slot of {key:?}")))
+    }
+
+    fn slots_in_use(&self, key: &str) -> u64 {
+        self.inner.table().slots_in_use(key.as_bytes())
+    }
+
+    fn reap(&self) -> usize {
+        self.inner.table().reap_dead()
+    }
+
+    /// Registers this process now (a forked child does it on its first call otherwise).
+    fn register(&self) -> PyResult<usize> {
+        self.inner.worker_index().map_err(to_py_err)
+    }
+
+    fn close(&self) {
+        self.inner.close()
+    }
+
+    fn stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let s = py.detach(|| self.inner.table().stats());
+        stats_dict(py, &s)
+    }
+
+    fn header<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        header_dict(py, &self.inner.table().header_info())
+    }
+
+    fn workers<'py>(&self, py: Python<'py>) -> PyResult<Vec<Bound<'py, PyDict>>> {
+        workers_list(py, &self.inner.table().workers())
+    }
+
+    #[pyo3(signature = (n=20))]
+    fn top_keys<'py>(&self, py: Python<'py>, n: usize) -> PyResult<Vec<Bound<'py, PyDict>>> {
+        let keys = py.detach(|| self.inner.table().top_keys(n));
+        keys_list(py, &keys)
+    }
+
+    #[getter]
+    fn path(&self) -> Option<PathBuf> {
+        self.inner.path().map(PathBuf::from)
+    }
+
+    #[getter]
+    fn size_bytes(&self) -> usize {
+        self.inner.table().mapping().len()
+    }
+
+    #[getter]
+    fn capacity(&self) -> u32 {
+        self.inner.table().dims().capacity
+    }
+
+    #[getter]
+    fn max_workers(&self) -> u32 {
+        self.inner.table().dims().max_workers
+    }
+
+    #[getter]
+    fn fail_open(&self) -> bool {
+        self.inner.policy() == FullPolicy::Open
+    }
+
+    /// "created", "reused" or "reset_after_reboot".
+    #[getter]
+    fn attach(&self) -> &'static str {
+        match self.inner.attach() {
+            Attach::Created => "created",
+            Attach::Reused => "reused",
+            Attach::ResetAfterReboot => "reset_after_reboot",
+        }
+    }
+}
+
+/// A read-only view of an existing region, for inspection: it never writes to the region.
+#[pyclass(module = "fast_litellm._native", name = "RegionView", frozen)]
+pub struct PyRegionView {
+    table: Table,
+}
+
+#[pymethods]
+impl PyRegionView {
+    #[new]
+    fn new(path: PathBuf) -> PyResult<Self> {
+        Ok(PyRegionView { table: Region::inspect(&path).map_err(to_py_err)? })
+    }
+
+    fn header<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        header_dict(py, &self.table.header_info())
+    }
+
+    fn stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let s = py.detach(|| self.table.stats());
+        stats_dict(py, &s)
+    }
+
+    fn workers<'py>(&self, py: Python<'py>) -> PyResult<Vec<Bound<'py, PyDict>>> {
+        workers_list(py, &self.table.workers())
+    }
+
+    #[pyo3(signature = (n=20))]
+    fn top_keys<'py>(&self, py: Python<'py>, n: usize) -> PyResult<Vec<Bound<'py, PyDict>>> {
+        let keys = py.detach(|| self.table.top_keys(n));
+        keys_list(py, &keys)
+    }
+}
+
+/// Bytes of a region with these dimensions.
+#[pyfunction]
+#[pyo3(signature = (capacity=crate::region::DEFAULT_CAPACITY, max_workers=crate::region::DEFAULT_MAX_WORKERS))]
+fn region_size(capacity: u32, max_workers: u32) -> PyResult<usize> {
+    let dims = Dimensions { capacity, max_workers };
+    dims.check().map_err(to_py_err)?;
+    Ok(dims.total_size())
+}
+
+#[pymodule]
+fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    let py = m.py();
+    m.add_function(wrap_pyfunction!(region_size, m)?)?;
+    m.add_class::<PyRegion>()?;
+    m.add_class::<PyRegionView>()?;
+    m.add_class::<PyDecision>()?;
+    m.add_class::<PyMultiDecision>()?;
+    m.add("RegionError", py.get_type::<RegionError>())?;
+    m.add("RegionFormatError", py.get_type::<RegionFormatError>())?;
+    m.add("RegionSpaceError", py.get_type::<RegionSpaceError>())?;
+    m.add("RegionPermissionError", py.get_type::<RegionPermissionError>())?;
+    m.add("RegionConfigError", py.get_type::<RegionConfigError>())?;
+    m.add("SlotNotHeldError", py.get_type::<SlotNotHeldError>())?;
+    m.add("LAYOUT_VERSION", crate::layout::LAYOUT_VERSION)?;
+    m.add("DEFAULT_CAPACITY", crate::region::DEFAULT_CAPACITY)?;
+    m.add("DEFAULT_MAX_WORKERS", crate::region::DEFAULT_MAX_WORKERS)?;
+    m.add("SLOT_SIZE", crate::layout::SLOT_SIZE)?;
+    m.add("__version__", env!("CARGO_PKG_VERSION"))?;
+    Ok(())
+}
