@@ -1,0 +1,108 @@
+"""fl-shm-inspect, run as the installed console script against real regions."""
+
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import time
+
+import pytest
+
+from fast_litellm import shm
+
+INSPECT = shutil.which("fl-shm-inspect") or os.path.join(os.path.dirname(os.sys.executable), "fl-shm-inspect")
+
+
+def inspect(*args, **env):
+    full_env = dict(os.environ)
+    full_env.update(env)
+    return subprocess.run([INSPECT, *args], capture_output=True, text=True, env=full_env, timeout=60)
+
+
+def digest(path):
+    with open(path, "rb") as f:
+        return hashlib.sha256(f.read()).hexdigest()
+
+
+@pytest.fixture
+def busy_region(region_path):
+    r = shm.Region(region_path, capacity=1024)
+    for i in range(5):
+        for _ in range(i + 1):
+            r.hit(f"{{api_key:key-{i}}}:requests", 100, 60.0)
+    r.hit("a-very-long-key-name-that-does-not-fit-in-the-slot", 10)
+    assert r.acquire("deployment:gpt-4o", 4) and r.acquire("deployment:gpt-4o", 4)
+    return r
+
+
+def test_json_shows_header_table_workers_and_top_keys(region_path, busy_region):
+    out = inspect(region_path, "--json", "--top", "3")
+    assert out.returncode == 0, out.stderr
+    snap = json.loads(out.stdout)
+    assert snap["header"]["layout_version"] == 1 and snap["header"]["capacity"] == 1024
+    assert snap["stats"]["used"] == 7
+    assert [w["pid"] for w in snap["workers"] if w["status"] == "live"] == [os.getpid()]
+    top = snap["top_keys"]
+    assert [k["count"] for k in top] == [5, 4, 3]
+    assert top[0]["key"] == "{api_key:key-4}:requests" and top[0]["window_s"] == 60.0
+    slots = json.loads(inspect(region_path, "--json", "--top", "100").stdout)["top_keys"]
+    held = next(k for k in slots if k["kind"] == "slots")
+    assert held["holders"] == [[os.getpid(), 2]]
+    long = next(k for k in slots if k["key"].startswith("a-very-long"))
+    assert long["key_truncated"] and len(long["key"]) == 24
+
+
+def test_the_text_view_and_that_it_never_changes_the_region(region_path, busy_region):
+    before = digest(region_path)
+    out = inspect(region_path)
+    assert out.returncode == 0, out.stderr
+    assert digest(region_path) == before, "the inspector wrote to the region"
+    text = out.stdout
+    assert "layout v1" in text and "capacity 1024" in text
+    assert "{api_key:key-4}:requests" in text and "deployment:gpt-4o" in text
+    assert f"{os.getpid()}:2" in text
+    # The path may also come from the environment.
+    from_env = inspect(FAST_LITELLM_SHM=region_path).stdout
+    assert from_env.splitlines()[0] == f"region {region_path}" and "{api_key:key-4}:requests" in from_env
+
+
+def test_a_dead_worker_is_shown_as_dead(region_path, busy_region):
+    pid = os.fork()
+    if pid == 0:
+        busy_region.register()
+        os.kill(os.getpid(), 9)
+    os.waitpid(pid, 0)
+    snap = json.loads(inspect(region_path, "--json").stdout)
+    assert {w["pid"]: w["status"] for w in snap["workers"]}[pid] == "dead"
+    assert snap["stats"]["dead_workers"] == 1
+
+
+def test_watch_refreshes(region_path, busy_region):
+    p = subprocess.Popen([INSPECT, region_path, "--json", "--watch", "0.2"], stdout=subprocess.PIPE, text=True)
+    try:
+        first = json.loads(p.stdout.readline())
+        busy_region.hit("{api_key:key-0}:requests", 100, 60.0)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            snap = json.loads(p.stdout.readline())
+            if snap["stats"]["inserts"] == first["stats"]["inserts"] and any(
+                k["key"] == "{api_key:key-0}:requests" and k["count"] == 2 for k in snap["top_keys"]
+            ):
+                break
+        else:
+            pytest.fail("--watch did not show the new count")
+    finally:
+        p.terminate()
+        p.wait()
+
+
+def test_missing_or_invalid_regions_exit_non_zero_with_a_message(region_path):
+    out = inspect(region_path)
+    assert out.returncode == 2 and "No such file" in out.stderr
+    with open(region_path, "wb") as f:
+        f.write(b"not a region" * 1000)
+    out = inspect(region_path)
+    assert out.returncode == 2 and "magic" in out.stderr
+    out = inspect(FAST_LITELLM_SHM="")
+    assert out.returncode == 2 and "FAST_LITELLM_SHM" in out.stderr
