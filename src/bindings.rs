@@ -10,12 +10,42 @@ use pyo3::prelude::*;
 use pyo3::types::PyDict;
 use std::path::PathBuf;
 
-create_exception!(_native, RegionError, PyException, "The shared region cannot be created, attached or used.");
-create_exception!(_native, RegionFormatError, RegionError, "The file is not a region of this layout: foreign, corrupt, truncated or from another version.");
-create_exception!(_native, RegionSpaceError, RegionError, "No room for the region in its filesystem (/dev/shm too small).");
-create_exception!(_native, RegionPermissionError, RegionError, "The region file is owned by another user, is a symlink, or cannot be opened.");
-create_exception!(_native, RegionConfigError, RegionError, "The requested dimensions are invalid or differ from the existing region.");
-create_exception!(_native, SlotNotHeldError, PyException, "release() of a key this process holds no slot of.");
+create_exception!(
+    _native,
+    RegionError,
+    PyException,
+    "The shared region cannot be created, attached or used."
+);
+create_exception!(
+    _native,
+    RegionFormatError,
+    RegionError,
+    "The file is not a region of this layout: foreign, corrupt, truncated or from another version."
+);
+create_exception!(
+    _native,
+    RegionSpaceError,
+    RegionError,
+    "No room for the region in its filesystem (/dev/shm too small)."
+);
+create_exception!(
+    _native,
+    RegionPermissionError,
+    RegionError,
+    "The region file is owned by another user, is a symlink, or cannot be opened."
+);
+create_exception!(
+    _native,
+    RegionConfigError,
+    RegionError,
+    "The requested dimensions are invalid or differ from the existing region."
+);
+create_exception!(
+    _native,
+    SlotNotHeldError,
+    PyException,
+    "release() of a key this process holds no slot of."
+);
 
 fn to_py_err(e: EngineError) -> PyErr {
     match e.kind {
@@ -31,7 +61,9 @@ const NS: f64 = 1e9;
 
 fn window_ns(window_s: f64) -> PyResult<u64> {
     if !(window_s.is_finite() && window_s > 0.0 && window_s <= 1e9) {
-        return Err(PyValueError::new_err(format!("window_s must be a positive number of seconds, got {window_s}")));
+        return Err(PyValueError::new_err(format!(
+            "window_s must be a positive number of seconds, got {window_s}"
+        )));
     }
     Ok((window_s * NS).round().max(1.0) as u64)
 }
@@ -40,7 +72,9 @@ fn algorithm(name: &str) -> PyResult<Algorithm> {
     match name {
         "fixed" => Ok(Algorithm::FixedWindow),
         "gcra" => Ok(Algorithm::Gcra),
-        other => Err(PyValueError::new_err(format!("algorithm must be 'fixed' or 'gcra', got {other:?}"))),
+        other => Err(PyValueError::new_err(format!(
+            "algorithm must be 'fixed' or 'gcra', got {other:?}"
+        ))),
     }
 }
 
@@ -122,8 +156,17 @@ impl PyMultiDecision {
 }
 
 fn multi_to_py(py: Python<'_>, m: MultiDecision) -> PyResult<PyMultiDecision> {
-    let decisions = m.decisions.into_iter().map(|d| Py::new(py, PyDecision::from(d))).collect::<PyResult<_>>()?;
-    Ok(PyMultiDecision { allowed: m.allowed, decisions, denied_index: m.denied_index, table_full: m.table_full })
+    let decisions = m
+        .decisions
+        .into_iter()
+        .map(|d| Py::new(py, PyDecision::from(d)))
+        .collect::<PyResult<_>>()?;
+    Ok(PyMultiDecision {
+        allowed: m.allowed,
+        decisions,
+        denied_index: m.denied_index,
+        table_full: m.table_full,
+    })
 }
 
 fn stats_dict<'py>(py: Python<'py>, s: &Stats) -> PyResult<Bound<'py, PyDict>> {
@@ -186,7 +229,10 @@ fn keys_list<'py>(py: Python<'py>, ks: &[KeyInfo]) -> PyResult<Vec<Bound<'py, Py
             d.set_item("window_s", k.window_ms as f64 / 1000.0)?;
             d.set_item("resets_in_s", k.resets_in_ns as f64 / NS)?;
             d.set_item("expired", k.expired)?;
-            d.set_item("holders", k.holders.iter().map(|&(pid, n)| (pid, n)).collect::<Vec<_>>())?;
+            d.set_item(
+                "holders",
+                k.holders.iter().map(|&(pid, n)| (pid, n)).collect::<Vec<_>>(),
+            )?;
             d.set_item("slot", k.index)?;
             Ok(d)
         })
@@ -217,31 +263,60 @@ impl PyRegion {
                 max_workers: w.unwrap_or(Dimensions::default().max_workers),
             }),
         };
-        let policy = if fail_open { FullPolicy::Open } else { FullPolicy::Closed };
+        let policy = if fail_open {
+            FullPolicy::Open
+        } else {
+            FullPolicy::Closed
+        };
         // Attaching may wait on another process's flock: let other Python threads run.
-        let inner = py.detach(|| Region::open(path.as_deref(), dims, policy)).map_err(to_py_err)?;
+        let inner = py
+            .detach(|| Region::open(path.as_deref(), dims, policy))
+            .map_err(to_py_err)?;
         Ok(PyRegion { inner })
     }
 
     #[pyo3(signature = (key, limit, window_s=60.0, cost=1, algorithm="fixed"))]
     fn hit(&self, key: &str, limit: u64, window_s: f64, cost: u64, algorithm: &str) -> PyResult<PyDecision> {
-        let h = Hit { key: key.as_bytes(), limit, window_ns: window_ns(window_s)?, cost, algorithm: self::algorithm(algorithm)? };
+        let h = Hit {
+            key: key.as_bytes(),
+            limit,
+            window_ns: window_ns(window_s)?,
+            cost,
+            algorithm: self::algorithm(algorithm)?,
+        };
         Ok(self.inner.hit(&h).into())
     }
 
     #[pyo3(signature = (key, limit, window_s=60.0, algorithm="fixed"))]
     fn peek(&self, key: &str, limit: u64, window_s: f64, algorithm: &str) -> PyResult<PyDecision> {
-        let h = Hit { key: key.as_bytes(), limit, window_ns: window_ns(window_s)?, cost: 0, algorithm: self::algorithm(algorithm)? };
+        let h = Hit {
+            key: key.as_bytes(),
+            limit,
+            window_ns: window_ns(window_s)?,
+            cost: 0,
+            algorithm: self::algorithm(algorithm)?,
+        };
         Ok(self.inner.table().peek(&h).into())
     }
 
     #[pyo3(signature = (limits, algorithm="fixed"))]
-    fn hit_many(&self, py: Python<'_>, limits: Vec<(String, u64, f64, u64)>, algorithm: &str) -> PyResult<PyMultiDecision> {
+    fn hit_many(
+        &self,
+        py: Python<'_>,
+        limits: Vec<(String, u64, f64, u64)>,
+        algorithm: &str,
+    ) -> PyResult<PyMultiDecision> {
         let alg = self::algorithm(algorithm)?;
         let hits = limits
             .iter()
             .map(|(key, limit, window_s, cost)| {
-                Ok(Hit { key: key.as_bytes(), limit: *limit, window_ns: window_ns(*window_s)?, cost: *cost, algorithm: alg })
+                Ok(Hit {
+                    key: key.as_bytes(),
+                    limit: *limit,
+                    window_ns: window_ns(*window_s)?,
+                    cost: *cost,
+                    algorithm: alg,
+                })
             })
             .collect::<PyResult<Vec<_>>>()?;
         multi_to_py(py, self.inner.hit_many(&hits))
@@ -250,11 +325,13 @@ impl PyRegion {
     /// 1: acquired; 0: refused (all taken, or a full table under the fail-closed policy);
     /// 2: admitted untracked (a full table under the fail-open policy; nothing to release).
     fn acquire(&self, key: &str, max_slots: u64) -> PyResult<u8> {
-        Ok(match self.inner.acquire(key.as_bytes(), max_slots).map_err(to_py_err)? {
-            Acquired::Yes => 1,
-            Acquired::No => 0,
-            Acquired::Untracked => 2,
-        })
+        Ok(
+            match self.inner.acquire(key.as_bytes(), max_slots).map_err(to_py_err)? {
+                Acquired::Yes => 1,
+                Acquired::No => 0,
+                Acquired::Untracked => 2,
+            },
+        )
     }
 
     fn release(&self, key: &str) -> PyResult<()> {
@@ -345,7 +422,9 @@ pub struct PyRegionView {
 impl PyRegionView {
     #[new]
     fn new(path: PathBuf) -> PyResult<Self> {
-        Ok(PyRegionView { table: Region::inspect(&path).map_err(to_py_err)? })
+        Ok(PyRegionView {
+            table: Region::inspect(&path).map_err(to_py_err)?,
+        })
     }
 
     fn header<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {

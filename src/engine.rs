@@ -56,12 +56,18 @@ impl Region {
     /// `dims` set explicitly must match an existing region.
     pub fn open(path: Option<&Path>, dims: Option<Dimensions>, policy: FullPolicy) -> Result<Region, RegionError> {
         install_fork_hook();
-        let opts = OpenOptions { dims: dims.unwrap_or_default(), explicit: dims.is_some() };
+        let opts = OpenOptions {
+            dims: dims.unwrap_or_default(),
+            explicit: dims.is_some(),
+        };
         let (map, attach) = match path {
             Some(p) => region::open_path(p, opts)?,
             None => (region::open_anonymous(opts.dims)?, Attach::Created),
         };
-        let dims = Dimensions { capacity: map.header().capacity, max_workers: map.header().max_workers };
+        let dims = Dimensions {
+            capacity: map.header().capacity,
+            max_workers: map.header().max_workers,
+        };
         let region = Region {
             table: Table::new(map, dims),
             path: path.map(Path::to_path_buf),
@@ -120,7 +126,11 @@ impl Region {
     }
 
     fn full(&self) -> Decision {
-        Decision { allowed: self.policy == FullPolicy::Open, table_full: true, ..Decision::default() }
+        Decision {
+            allowed: self.policy == FullPolicy::Open,
+            table_full: true,
+            ..Decision::default()
+        }
     }
 
     pub fn hit(&self, h: &Hit) -> Decision {
@@ -147,7 +157,11 @@ impl Region {
                     if e == SlotError::HoldingsFull {
                         self.table.mapping().header().full_events.fetch_add(1, Relaxed);
                     }
-                    return Ok(if self.policy == FullPolicy::Open { Acquired::Untracked } else { Acquired::No });
+                    return Ok(if self.policy == FullPolicy::Open {
+                        Acquired::Untracked
+                    } else {
+                        Acquired::No
+                    });
                 }
             }
         }

@@ -80,15 +80,15 @@ pub struct Slot {
 /// One registered process.
 #[repr(C)]
 pub struct Worker {
-    /// pid (u32) << 32 | status (u32); status is one of the W_* constants.
+    /// pid (u32) << 32 | status (u32); status is one of the W_* constants. The pid is the
+    /// registered process's while W_LIVE, and the reaping process's while W_REAPING, so
+    /// taking a reap over from a dead reaper is one CAS of this word.
     pub state: AtomicU64,
     /// Process start time in clock ticks since boot (/proc/PID/stat field 22): tells a
     /// reused pid from the process that registered.
     pub start_ticks: AtomicU64,
     pub registered_ns: AtomicU64,
-    /// pid of the process reaping this entry, while status is W_REAPING.
-    pub reaper_pid: AtomicU64,
-    pub _reserved: [AtomicU64; 4],
+    pub _reserved: [AtomicU64; 5],
     /// (slot index + 1) << 32 | count held; 0 is an unused record.
     pub holdings: [AtomicU64; HOLDINGS_PER_WORKER],
 }
@@ -196,9 +196,9 @@ const _: () = {
     assert!(offset_of!(Worker, state) == 0);
     assert!(offset_of!(Worker, start_ticks) == 8);
     assert!(offset_of!(Worker, registered_ns) == 16);
-    assert!(offset_of!(Worker, reaper_pid) == 24);
+    assert!(offset_of!(Worker, _reserved) == 24);
     assert!(offset_of!(Worker, holdings) == 64);
     assert!(HOLDINGS_PER_WORKER == 504);
     // Slots start on a cache-line boundary for any worker count.
-    assert!(HEADER_SIZE % 64 == 0 && WORKER_SIZE % 64 == 0);
+    assert!(HEADER_SIZE.is_multiple_of(64) && WORKER_SIZE.is_multiple_of(64));
 };

@@ -83,7 +83,10 @@ impl Dimensions {
         if self.max_workers < MIN_WORKERS || self.max_workers > MAX_WORKERS {
             return Err(RegionError::new(
                 ErrorKind::Config,
-                format!("max_workers {} is not between {MIN_WORKERS} and {MAX_WORKERS}", self.max_workers),
+                format!(
+                    "max_workers {} is not between {MIN_WORKERS} and {MAX_WORKERS}",
+                    self.max_workers
+                ),
             ));
         }
         Ok(())
@@ -92,7 +95,10 @@ impl Dimensions {
 
 impl Default for Dimensions {
     fn default() -> Self {
-        Dimensions { capacity: DEFAULT_CAPACITY, max_workers: DEFAULT_MAX_WORKERS }
+        Dimensions {
+            capacity: DEFAULT_CAPACITY,
+            max_workers: DEFAULT_MAX_WORKERS,
+        }
     }
 }
 
@@ -124,13 +130,17 @@ pub fn validate_header(bytes: &[u8], file_size: u64, path: &str) -> Result<Dimen
         )
     };
     if bytes.len() < HEADER_SIZE || file_size < HEADER_SIZE as u64 {
-        return Err(bad(format!("truncated: {file_size} bytes, smaller than the {HEADER_SIZE}-byte header")));
+        return Err(bad(format!(
+            "truncated: {file_size} bytes, smaller than the {HEADER_SIZE}-byte header"
+        )));
     }
     let u32_at = |o: usize| u32::from_le_bytes(bytes[o..o + 4].try_into().unwrap());
     let u64_at = |o: usize| u64::from_le_bytes(bytes[o..o + 8].try_into().unwrap());
     let magic = u64_at(0);
     if magic != MAGIC {
-        return Err(bad(format!("magic is {magic:#018x}, expected {MAGIC:#018x} (a foreign or corrupt file)")));
+        return Err(bad(format!(
+            "magic is {magic:#018x}, expected {MAGIC:#018x} (a foreign or corrupt file)"
+        )));
     }
     let version = u32_at(8);
     if version != LAYOUT_VERSION {
@@ -148,7 +158,10 @@ pub fn validate_header(bytes: &[u8], file_size: u64, path: &str) -> Result<Dimen
             return Err(bad(format!("{name} is {found}, expected {expected}")));
         }
     }
-    let dims = Dimensions { capacity: u32_at(24), max_workers: u32_at(28) };
+    let dims = Dimensions {
+        capacity: u32_at(24),
+        max_workers: u32_at(28),
+    };
     dims.check().map_err(|e| bad(e.message))?;
     let total = u64_at(32);
     if total != dims.total_size() as u64 {
@@ -160,7 +173,9 @@ pub fn validate_header(bytes: &[u8], file_size: u64, path: &str) -> Result<Dimen
         )));
     }
     if file_size != total {
-        return Err(bad(format!("truncated or extended: the file has {file_size} bytes, the header says {total}")));
+        return Err(bad(format!(
+            "truncated or extended: the file has {file_size} bytes, the header says {total}"
+        )));
     }
     Ok(dims)
 }
@@ -179,14 +194,22 @@ unsafe impl Sync for Mapping {}
 
 impl Mapping {
     fn map(fd: libc::c_int, len: usize, writable: bool, what: &str) -> Result<Mapping, RegionError> {
-        let prot = if writable { libc::PROT_READ | libc::PROT_WRITE } else { libc::PROT_READ };
+        let prot = if writable {
+            libc::PROT_READ | libc::PROT_WRITE
+        } else {
+            libc::PROT_READ
+        };
         // SAFETY: a fresh mapping chosen by the kernel (addr null) of a file we hold open and
         // whose size was checked to be `len`; nothing else in this process aliases it.
         let ptr = unsafe { libc::mmap(std::ptr::null_mut(), len, prot, libc::MAP_SHARED, fd, 0) };
         if ptr == libc::MAP_FAILED {
             return Err(RegionError::os(ErrorKind::Io, format!("cannot map {what}")));
         }
-        Ok(Mapping { ptr: ptr as *mut u8, len, writable })
+        Ok(Mapping {
+            ptr: ptr as *mut u8,
+            len,
+            writable,
+        })
     }
 
     pub fn len(&self) -> usize {
@@ -296,7 +319,12 @@ fn read_header(fd: libc::c_int, what: &str) -> Result<Vec<u8>, RegionError> {
     while done < HEADER_SIZE {
         // SAFETY: buf has HEADER_SIZE bytes and done < HEADER_SIZE.
         let n = unsafe {
-            libc::pread(fd, buf.as_mut_ptr().add(done) as *mut libc::c_void, HEADER_SIZE - done, done as libc::off_t)
+            libc::pread(
+                fd,
+                buf.as_mut_ptr().add(done) as *mut libc::c_void,
+                HEADER_SIZE - done,
+                done as libc::off_t,
+            )
         };
         if n < 0 {
             return Err(RegionError::os(ErrorKind::Io, format!("cannot read {what}")));
@@ -336,7 +364,10 @@ fn reserve(fd: libc::c_int, len: usize, what: &str) -> Result<(), RegionError> {
     }
     Err(RegionError::new(
         ErrorKind::Io,
-        format!("cannot reserve {mib:.1} MiB for {what}: {}", std::io::Error::from_raw_os_error(rc)),
+        format!(
+            "cannot reserve {mib:.1} MiB for {what}: {}",
+            std::io::Error::from_raw_os_error(rc)
+        ),
     ))
 }
 
@@ -370,7 +401,11 @@ pub fn open_path(path: &Path, opts: OpenOptions) -> Result<(Mapping, Attach), Re
     // SAFETY: cpath is a valid NUL-terminated string. O_NOFOLLOW refuses a symlink at the last
     // component; O_CLOEXEC keeps the fd out of exec'd children.
     let fd = unsafe {
-        libc::open(cpath.as_ptr(), libc::O_RDWR | libc::O_CREAT | libc::O_NOFOLLOW | libc::O_CLOEXEC, 0o600 as libc::c_uint)
+        libc::open(
+            cpath.as_ptr(),
+            libc::O_RDWR | libc::O_CREAT | libc::O_NOFOLLOW | libc::O_CLOEXEC,
+            0o600 as libc::c_uint,
+        )
     };
     if fd < 0 {
         let err = std::io::Error::last_os_error();
@@ -385,13 +420,19 @@ pub fn open_path(path: &Path, opts: OpenOptions) -> Result<(Mapping, Attach), Re
             Some(libc::ENOSPC) => ErrorKind::NoSpace,
             _ => ErrorKind::Io,
         };
-        return Err(RegionError::new(kind, format!("cannot open the fast_litellm region {what}: {err}")));
+        return Err(RegionError::new(
+            kind,
+            format!("cannot open the fast_litellm region {what}: {err}"),
+        ));
     }
     let fd = Fd(fd);
     flock(fd.0, libc::LOCK_EX, &what)?;
     let st = fstat(fd.0, &what)?;
     if st.st_mode & libc::S_IFMT != libc::S_IFREG {
-        return Err(RegionError::new(ErrorKind::Format, format!("{what} is not a regular file")));
+        return Err(RegionError::new(
+            ErrorKind::Format,
+            format!("{what} is not a regular file"),
+        ));
     }
     // SAFETY: geteuid has no failure mode.
     let me = unsafe { libc::geteuid() };
@@ -409,7 +450,12 @@ pub fn open_path(path: &Path, opts: OpenOptions) -> Result<(Mapping, Attach), Re
     let fresh = st.st_size == 0 || header.iter().all(|&b| b == 0);
     if fresh {
         // A new file, or one whose creator died before writing the magic: (re)initialise.
+        // The old creator may have asked for a larger size: start from an empty file.
         let dims = opts.dims;
+        // SAFETY: fd is open for writing and we hold the exclusive lock.
+        if st.st_size != 0 && unsafe { libc::ftruncate(fd.0, 0) } != 0 {
+            return Err(RegionError::os(ErrorKind::Io, format!("cannot reset {what}")));
+        }
         reserve(fd.0, dims.total_size(), &what)?;
         let map = Mapping::map(fd.0, dims.total_size(), true, &what)?;
         map.clear_after_header();
@@ -447,7 +493,10 @@ pub fn open_anonymous(dims: Dimensions) -> Result<Mapping, RegionError> {
     // mapping itself is what fork shares).
     let fd = unsafe { libc::memfd_create(name.as_ptr(), libc::MFD_CLOEXEC) };
     if fd < 0 {
-        return Err(RegionError::os(ErrorKind::Io, "cannot create an anonymous region (memfd_create)".into()));
+        return Err(RegionError::os(
+            ErrorKind::Io,
+            "cannot create an anonymous region (memfd_create)".into(),
+        ));
     }
     let fd = Fd(fd);
     reserve(fd.0, dims.total_size(), "(anonymous)")?;
@@ -475,7 +524,10 @@ pub fn open_read_only(path: &Path) -> Result<(Mapping, Dimensions), RegionError>
     flock(fd.0, libc::LOCK_SH, &what)?;
     let st = fstat(fd.0, &what)?;
     if st.st_mode & libc::S_IFMT != libc::S_IFREG {
-        return Err(RegionError::new(ErrorKind::Format, format!("{what} is not a regular file")));
+        return Err(RegionError::new(
+            ErrorKind::Format,
+            format!("{what} is not a regular file"),
+        ));
     }
     let header = read_header(fd.0, &what)?;
     let dims = validate_header(&header, st.st_size as u64, &what)?;
@@ -485,7 +537,8 @@ pub fn open_read_only(path: &Path) -> Result<(Mapping, Dimensions), RegionError>
 
 /// Where a path-less region comes from: FAST_LITELLM_SHM's value.
 pub fn display_path(path: Option<&PathBuf>) -> String {
-    path.map(|p| p.display().to_string()).unwrap_or_else(|| "(anonymous)".into())
+    path.map(|p| p.display().to_string())
+        .unwrap_or_else(|| "(anonymous)".into())
 }
 
 #[cfg(test)]
@@ -507,13 +560,19 @@ mod tests {
 
     #[test]
     fn a_good_header_validates() {
-        let d = Dimensions { capacity: 1024, max_workers: 8 };
+        let d = Dimensions {
+            capacity: 1024,
+            max_workers: 8,
+        };
         assert_eq!(validate_header(&good_header(d), d.total_size() as u64, "x").unwrap(), d);
     }
 
     #[test]
     fn every_header_field_is_checked() {
-        let d = Dimensions { capacity: 1024, max_workers: 8 };
+        let d = Dimensions {
+            capacity: 1024,
+            max_workers: 8,
+        };
         let size = d.total_size() as u64;
         let cases: Vec<(usize, u32, &str)> = vec![
             (8, 99, "layout version 99"),
@@ -535,7 +594,10 @@ mod tests {
         assert!(validate_header(&h, size, "f").unwrap_err().message.contains("magic"));
         let mut h = good_header(d);
         h[32..40].copy_from_slice(&(size + 64).to_le_bytes());
-        assert!(validate_header(&h, size, "f").unwrap_err().message.contains("header says"));
+        assert!(validate_header(&h, size, "f")
+            .unwrap_err()
+            .message
+            .contains("header says"));
         let err = validate_header(&good_header(d), size - 64, "f").unwrap_err();
         assert!(err.message.contains("truncated"), "{}", err.message);
         let err = validate_header(&good_header(d)[..100], 100, "f").unwrap_err();
@@ -544,9 +606,24 @@ mod tests {
 
     #[test]
     fn dimensions_are_bounded() {
-        assert!(Dimensions { capacity: 3, max_workers: 8 }.check().is_err());
-        assert!(Dimensions { capacity: 1 << 30, max_workers: 8 }.check().is_err());
-        assert!(Dimensions { capacity: 1024, max_workers: 100_000 }.check().is_err());
+        assert!(Dimensions {
+            capacity: 3,
+            max_workers: 8
+        }
+        .check()
+        .is_err());
+        assert!(Dimensions {
+            capacity: 1 << 30,
+            max_workers: 8
+        }
+        .check()
+        .is_err());
+        assert!(Dimensions {
+            capacity: 1024,
+            max_workers: 100_000
+        }
+        .check()
+        .is_err());
         assert!(Dimensions::default().check().is_ok());
         // The default fits Docker's default 64 MiB /dev/shm with room to spare.
         assert!(Dimensions::default().total_size() < 20 * 1024 * 1024);

@@ -202,7 +202,7 @@ impl Table {
                 holders: holders.remove(&i).unwrap_or_default(),
             });
         }
-        keys.sort_by(|a, b| (b.count, b.resets_in_ns).cmp(&(a.count, a.resets_in_ns)));
+        keys.sort_by_key(|k| std::cmp::Reverse((k.count, k.resets_in_ns)));
         keys.truncate(top);
         keys
     }

@@ -153,7 +153,11 @@ pub(crate) fn reclaimable(kind: u8, lo: u64, hi: u64, now: u64) -> bool {
 
 impl Table {
     pub fn new(map: Mapping, dims: Dimensions) -> Table {
-        Table { map, dims, mask: dims.capacity as usize - 1 }
+        Table {
+            map,
+            dims,
+            mask: dims.capacity as usize - 1,
+        }
     }
 
     pub fn dims(&self) -> Dimensions {
@@ -190,7 +194,10 @@ impl Table {
             match state::status(hi) {
                 state::EMPTY => return None,
                 state::LIVE if self.key_matches(s, fp) => {
-                    return Some(Found { idx: i, generation: state::generation(hi) })
+                    return Some(Found {
+                        idx: i,
+                        generation: state::generation(hi),
+                    })
                 }
                 _ => {}
             }
@@ -250,17 +257,16 @@ impl Table {
                     }
                     state::LIVE => {
                         if self.key_matches(s, fp) {
-                            return Ok(Found { idx: i, generation: state::generation(hi) });
+                            return Ok(Found {
+                                idx: i,
+                                generation: state::generation(hi),
+                            });
                         }
                         if free.is_none() && reclaimable(meta_kind(s.meta.load(Acquire)), lo, hi, now) {
                             free = Some((d, i, st));
                         }
                     }
-                    state::DEAD => {
-                        if free.is_none() {
-                            free = Some((d, i, st));
-                        }
-                    }
+                    state::DEAD if free.is_none() => free = Some((d, i, st)),
                     state::KEYED if self.key_matches(s, fp) => {
                         // Another process is inserting this very key: wait for its outcome.
                         self.settle(s);
@@ -351,7 +357,10 @@ impl Table {
                 }
                 state::LIVE if self.key_matches(other, fp) => {
                     abandon();
-                    return Some(Found { idx: j, generation: state::generation(hi) });
+                    return Some(Found {
+                        idx: j,
+                        generation: state::generation(hi),
+                    });
                 }
                 state::KEYED if self.key_matches(other, fp) => {
                     if d < dist {
@@ -367,7 +376,10 @@ impl Table {
             }
             d += 1;
         }
-        let live = join(if kind == KIND_SLOTS { now_ns() } else { 0 }, state::pack(state::LIVE, generation, 0));
+        let live = join(
+            if kind == KIND_SLOTS { now_ns() } else { 0 },
+            state::pack(state::LIVE, generation, 0),
+        );
         if s.state.compare_exchange(keyed, live, SeqCst, Acquire).is_err() {
             return None; // Killed by a nearer duplicate.
         }
@@ -409,7 +421,12 @@ impl Table {
             let new = join(new_lo, state::pack(state::LIVE, found.generation, new_count));
             match s.state.compare_exchange_weak(st, new, AcqRel, Acquire) {
                 Ok(_) => {
-                    let r = Reservation { found, mark, units: h.cost, algorithm: h.algorithm };
+                    let r = Reservation {
+                        found,
+                        mark,
+                        units: h.cost,
+                        algorithm: h.algorithm,
+                    };
                     return Some((decision, Some(r)));
                 }
                 Err(actual) => st = actual,
@@ -479,14 +496,24 @@ impl Table {
                 Err(TableFull) => {
                     table_full = true;
                     let allowed = policy == FullPolicy::Open;
-                    decisions.push(Decision { allowed, table_full: true, remaining: 0, ..Decision::default() });
+                    decisions.push(Decision {
+                        allowed,
+                        table_full: true,
+                        remaining: 0,
+                        ..Decision::default()
+                    });
                     if !allowed {
                         return self.refuse(hits, decisions, &reserved, n, true);
                     }
                 }
             }
         }
-        MultiDecision { allowed: true, decisions, denied_index: None, table_full }
+        MultiDecision {
+            allowed: true,
+            decisions,
+            denied_index: None,
+            table_full,
+        }
     }
 
     fn refuse(
@@ -502,19 +529,34 @@ impl Table {
         }
         // The earlier limits were given back: report them as refused, with their counts now.
         for (d, h) in decisions.iter_mut().zip(hits).take(denied) {
-            *d = Decision { allowed: false, ..self.peek(h) };
+            *d = Decision {
+                allowed: false,
+                ..self.peek(h)
+            };
         }
         for h in &hits[denied + 1..] {
-            decisions.push(Decision { allowed: false, ..self.peek(h) });
+            decisions.push(Decision {
+                allowed: false,
+                ..self.peek(h)
+            });
         }
-        MultiDecision { allowed: false, decisions, denied_index: Some(denied), table_full }
+        MultiDecision {
+            allowed: false,
+            decisions,
+            denied_index: Some(denied),
+            table_full,
+        }
     }
 }
 
 /// Fixed window: the window starts at the first hit after the previous one ended (as
 /// LiteLLM's in-memory limiter does). lo is the window's end. Refused hits are not counted.
 fn window_step(end: u64, count: u64, now: u64, h: &Hit) -> (Decision, u64, u64, u64) {
-    let (end, count) = if end <= now { (now.saturating_add(h.window_ns), 0) } else { (end, count) };
+    let (end, count) = if end <= now {
+        (now.saturating_add(h.window_ns), 0)
+    } else {
+        (end, count)
+    };
     let reset_in_ns = end - now;
     let after = count.saturating_add(h.cost);
     if after > h.limit || after > state::COUNT_MAX {
@@ -529,14 +571,21 @@ fn window_step(end: u64, count: u64, now: u64, h: &Hit) -> (Decision, u64, u64, 
         };
         return (d, end, count, end);
     }
-    let d = Decision { allowed: true, current: after, remaining: h.limit - after, reset_in_ns, retry_after_ns: 0, table_full: false };
+    let d = Decision {
+        allowed: true,
+        current: after,
+        remaining: h.limit - after,
+        reset_in_ns,
+        retry_after_ns: 0,
+        table_full: false,
+    };
     (d, end, after, end)
 }
 
 /// GCRA: lo is the theoretical arrival time (TAT). Each unit moves it on by window/limit; a
 /// hit is admitted while the TAT stays within one window of now.
 fn gcra_step(tat: u64, now: u64, h: &Hit) -> (Decision, u64, u64, u64) {
-    let interval = if h.limit == 0 { u64::MAX } else { (h.window_ns / h.limit).max(1) };
+    let interval = h.window_ns.checked_div(h.limit).map_or(u64::MAX, |i| i.max(1));
     let base = tat.max(now);
     let increment = interval.saturating_mul(h.cost);
     let new_tat = base.saturating_add(increment);
@@ -548,7 +597,11 @@ fn gcra_step(tat: u64, now: u64, h: &Hit) -> (Decision, u64, u64, u64) {
             current,
             remaining: h.limit.saturating_sub(current),
             reset_in_ns: base - now,
-            retry_after_ns: if h.cost > h.limit { h.window_ns } else { (new_tat - h.window_ns).saturating_sub(now) },
+            retry_after_ns: if h.cost > h.limit {
+                h.window_ns
+            } else {
+                (new_tat - h.window_ns).saturating_sub(now)
+            },
             table_full: false,
         };
         return (d, tat, 0, increment);

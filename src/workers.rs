@@ -73,7 +73,11 @@ impl Table {
             if worker_status(st) != W_FREE {
                 continue;
             }
-            if entry.state.compare_exchange(st, pack_worker(pid, W_LIVE), AcqRel, Acquire).is_ok() {
+            if entry
+                .state
+                .compare_exchange(st, pack_worker(pid, W_LIVE), AcqRel, Acquire)
+                .is_ok()
+            {
                 entry.start_ticks.store(sys::start_ticks(pid), Release);
                 entry.registered_ns.store(sys::now_ns(), Release);
                 self.map.header().registrations.fetch_add(1, Relaxed);
@@ -105,26 +109,15 @@ impl Table {
             let st = entry.state.load(Acquire);
             let pid = worker_pid(st);
             match worker_status(st) {
-                W_LIVE if !sys::process_alive(pid, entry.start_ticks.load(Acquire)) => {
-                    let reaping = pack_worker(pid, W_REAPING);
-                    if entry.state.compare_exchange(st, reaping, AcqRel, Acquire).is_ok() {
-                        entry.reaper_pid.store(me as u64, Release);
-                        self.finish_reap(w, reaping);
-                        reaped += 1;
-                    }
-                }
-                W_REAPING => {
-                    // A reaper that died mid-way: take its job over.
-                    let reaper = entry.reaper_pid.load(Acquire);
-                    if reaper != me as u64
-                        && !sys::process_alive(reaper as u32, 0)
-                        && entry.reaper_pid.compare_exchange(reaper, me as u64, AcqRel, Acquire).is_ok()
-                    {
-                        self.finish_reap(w, st);
-                        reaped += 1;
-                    }
-                }
-                _ => {}
+                W_LIVE if !sys::process_alive(pid, entry.start_ticks.load(Acquire)) => {}
+                // A reaper that died mid-way: take its job over.
+                W_REAPING if pid != me && !sys::process_alive(pid, 0) => {}
+                _ => continue,
+            }
+            let reaping = pack_worker(me, W_REAPING);
+            if entry.state.compare_exchange(st, reaping, AcqRel, Acquire).is_ok() {
+                self.finish_reap(w, reaping);
+                reaped += 1;
             }
         }
         if reaped > 0 {
@@ -142,7 +135,11 @@ impl Table {
         if now.saturating_sub(last) < interval_ns {
             return 0;
         }
-        if header.last_reap_ns.compare_exchange(last, now, Relaxed, Relaxed).is_err() {
+        if header
+            .last_reap_ns
+            .compare_exchange(last, now, Relaxed, Relaxed)
+            .is_err()
+        {
             return 0; // Another process is scanning right now.
         }
         self.reap_dead()
@@ -160,9 +157,10 @@ impl Table {
             h.store(0, Relaxed);
         }
         entry.start_ticks.store(0, Relaxed);
-        entry.reaper_pid.store(0, Relaxed);
         // Release: the cleared records are visible before the entry can be taken again.
-        let _ = entry.state.compare_exchange(reaping, pack_worker(0, W_FREE), Release, Relaxed);
+        let _ = entry
+            .state
+            .compare_exchange(reaping, pack_worker(0, W_FREE), Release, Relaxed);
     }
 
     /// Sum of the LIVE workers' holding records for slot `idx`.
@@ -254,8 +252,9 @@ impl Table {
     /// Takes one of `max_slots` slots of `key` for worker `w`. Ok(false): all are taken.
     pub fn acquire(&self, w: usize, key: &[u8], max_slots: u64) -> Result<bool, SlotError> {
         'find: loop {
-            let Found { idx, generation } =
-                self.find_or_insert(KIND_SLOTS, key, 0).map_err(|TableFull| SlotError::TableFull)?;
+            let Found { idx, generation } = self
+                .find_or_insert(KIND_SLOTS, key, 0)
+                .map_err(|TableFull| SlotError::TableFull)?;
             if !self.hold(w, idx) {
                 return Err(SlotError::HoldingsFull);
             }
@@ -314,5 +313,56 @@ impl Table {
         self.find(KIND_SLOTS, key)
             .map(|f| state::count(read_state_words(self.slot(f.idx)).1))
             .unwrap_or(0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::region::{open_anonymous, Dimensions};
+
+    fn table() -> Table {
+        let dims = Dimensions { capacity: 1024, max_workers: 8 };
+        Table::new(open_anonymous(dims).unwrap(), dims)
+    }
+
+    fn dead_pid() -> u32 {
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let pid = child.id();
+        child.wait().unwrap();
+        pid
+    }
+
+    #[test]
+    fn a_reap_left_by_a_dead_reaper_is_taken_over_and_a_live_reapers_is_not() {
+        let t = table();
+        let w = t.register().unwrap();
+        assert!(t.acquire(w, b"k", 5).unwrap());
+        let entry = t.worker(w);
+        // A live reaper (pid 1 always runs) owns the reap: nobody else touches it.
+        entry.state.store(pack_worker(1, W_REAPING), SeqCst);
+        assert_eq!(t.reap_dead(), 0);
+        assert_eq!(entry.state.load(SeqCst), pack_worker(1, W_REAPING));
+        // Its reaper died: the next scan finishes the job.
+        entry.state.store(pack_worker(dead_pid(), W_REAPING), SeqCst);
+        assert_eq!(t.reap_dead(), 1);
+        assert_eq!(worker_status(entry.state.load(SeqCst)), W_FREE);
+        assert_eq!(t.slots_in_use(b"k"), 0);
+    }
+
+    #[test]
+    fn a_dead_workers_slots_are_audited_away_and_live_ones_kept() {
+        let t = table();
+        let live = t.register().unwrap();
+        let dead = t.register().unwrap();
+        assert!(t.acquire(live, b"k", 5).unwrap());
+        assert!(t.acquire(dead, b"k", 5).unwrap());
+        assert!(t.acquire(dead, b"k", 5).unwrap());
+        t.worker(dead).state.store(pack_worker(dead_pid(), W_LIVE), SeqCst);
+        assert_eq!(t.slots_in_use(b"k"), 3);
+        assert_eq!(t.reap_dead(), 1);
+        assert_eq!(t.slots_in_use(b"k"), 1);
+        t.release(live, b"k").unwrap();
+        assert_eq!(t.slots_in_use(b"k"), 0);
     }
 }

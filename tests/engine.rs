@@ -8,11 +8,25 @@ use std::time::Duration;
 const MS: u64 = 1_000_000;
 
 fn anon(capacity: u32, policy: FullPolicy) -> Region {
-    Region::open(None, Some(Dimensions { capacity, max_workers: 8 }), policy).unwrap()
+    Region::open(
+        None,
+        Some(Dimensions {
+            capacity,
+            max_workers: 8,
+        }),
+        policy,
+    )
+    .unwrap()
 }
 
 fn hit(key: &str, limit: u64, window_ns: u64, cost: u64) -> Hit<'_> {
-    Hit { key: key.as_bytes(), limit, window_ns, cost, algorithm: Algorithm::FixedWindow }
+    Hit {
+        key: key.as_bytes(),
+        limit,
+        window_ns,
+        cost,
+        algorithm: Algorithm::FixedWindow,
+    }
 }
 
 #[test]
@@ -49,12 +63,22 @@ fn costs_count_as_units_and_a_cost_above_the_limit_never_fits() {
 #[test]
 fn gcra_allows_a_burst_then_spaces_requests() {
     let r = anon(1024, FullPolicy::Closed);
-    let g = |cost| Hit { key: b"g", limit: 10, window_ns: 1000 * MS, cost, algorithm: Algorithm::Gcra };
+    let g = |cost| Hit {
+        key: b"g",
+        limit: 10,
+        window_ns: 1000 * MS,
+        cost,
+        algorithm: Algorithm::Gcra,
+    };
     let admitted = (0..20).filter(|_| r.hit(&g(1)).allowed).count();
     assert_eq!(admitted, 10, "a full window's burst");
     let d = r.hit(&g(1));
     assert!(!d.allowed);
-    assert!(d.retry_after_ns > 0 && d.retry_after_ns <= 100 * MS, "one interval: {}", d.retry_after_ns);
+    assert!(
+        d.retry_after_ns > 0 && d.retry_after_ns <= 100 * MS,
+        "one interval: {}",
+        d.retry_after_ns
+    );
     std::thread::sleep(Duration::from_millis(110));
     assert!(r.hit(&g(1)).allowed, "one unit comes back per window/limit");
     assert!(!r.hit(&g(1)).allowed);
@@ -145,8 +169,8 @@ fn expired_entries_are_reclaimed_in_place() {
     }
     let s = r.table().stats();
     assert_eq!((s.used, s.reclaimed), (64, 64));
-    // A reclaimed key starts from zero.
-    assert_eq!(r.hit(&hit("old3", 5, 50 * MS, 1)).table_full, true);
+    // The old keys' slots went to the new keys: an old key finds no room now.
+    assert!(r.hit(&hit("old3", 5, 50 * MS, 1)).table_full);
 }
 
 #[test]
@@ -160,7 +184,10 @@ fn slots_are_counted_held_and_given_back() {
     assert_eq!(r.acquire(b"deploy-a", 2).unwrap(), Acquired::Yes);
     r.release(b"deploy-a").unwrap();
     r.release(b"deploy-a").unwrap();
-    assert!(r.release(b"deploy-a").is_err(), "a release without an acquire is an error");
+    assert!(
+        r.release(b"deploy-a").is_err(),
+        "a release without an acquire is an error"
+    );
     assert!(r.release(b"never").is_err());
     assert_eq!(r.table().slots_in_use(b"deploy-a"), 0);
     // A slot key and a window key with the same text are separate entries.
@@ -198,7 +225,10 @@ fn slot_counts_stay_exact_under_threads() {
 fn closing_gives_back_held_slots() {
     let path = std::env::temp_dir().join(format!("fl-engine-close-{}", std::process::id()));
     let _ = std::fs::remove_file(&path);
-    let dims = Some(Dimensions { capacity: 1024, max_workers: 8 });
+    let dims = Some(Dimensions {
+        capacity: 1024,
+        max_workers: 8,
+    });
     let a = Region::open(Some(&path), dims, FullPolicy::Closed).unwrap();
     let b = Region::open(Some(&path), dims, FullPolicy::Closed).unwrap();
     assert_eq!(a.acquire(b"s", 2).unwrap(), Acquired::Yes);
@@ -210,4 +240,18 @@ fn closing_gives_back_held_slots() {
     assert_eq!(b.table().stats().workers, 1);
     drop(b);
     std::fs::remove_file(&path).unwrap();
+}
+
+#[test]
+fn the_sizing_rule_holds_three_quarters_of_capacity_without_a_full_event() {
+    // The README sizes regions for 0.75 * capacity live counters.
+    let capacity = 1 << 16;
+    let r = anon(capacity, FullPolicy::Closed);
+    let live = capacity as usize * 3 / 4;
+    for i in 0..live {
+        let key = format!("{{api_key:{i:08x}}}:requests");
+        assert!(r.hit(&hit(&key, 10, 600_000 * MS, 1)).allowed, "{key}");
+    }
+    let s = r.table().stats();
+    assert_eq!((s.used, s.full_events), (live as u64, 0));
 }
