@@ -6,7 +6,7 @@ use crate::region::{self, Attach, Dimensions, OpenOptions, RegionError};
 use crate::table::{Decision, FullPolicy, Hit, MultiDecision, Table, TableFull};
 use crate::workers::{NotHeld, SlotError};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::*};
+use std::sync::atomic::{AtomicU64, Ordering::*};
 use std::sync::Once;
 
 /// A refused acquire triggers a dead-worker scan at most this often, which bounds how long a
@@ -17,8 +17,9 @@ static FORK_GENERATION: AtomicU64 = AtomicU64::new(0);
 static ATFORK: Once = Once::new();
 
 extern "C" fn after_fork_in_child() {
-    // Async-signal-safe: one atomic add.
+    // Async-signal-safe: atomic stores only.
     FORK_GENERATION.fetch_add(1, Relaxed);
+    crate::workers::reset_after_fork();
 }
 
 fn install_fork_hook() {
@@ -40,15 +41,23 @@ pub enum Acquired {
     Untracked,
 }
 
+/// Thread contract (the Rust API): `release` must pair with an earlier `acquire` of the same
+/// key, and `close` must not run while another thread of the process acquires or releases.
+/// A release racing a second, unpaired release, or a close, can lower a host-wide count
+/// below what is held. Python callers are serialised by the GIL, which every one of these
+/// calls holds throughout.
 pub struct Region {
     table: Table,
     path: Option<PathBuf>,
     attach: Attach,
     policy: FullPolicy,
-    /// This process's worker entry + 1, or 0 before registration.
-    worker: AtomicUsize,
-    /// FORK_GENERATION when `worker` was registered: a different value means a forked child.
-    registered_in: AtomicU64,
+    /// FORK_GENERATION (low 32 bits) << 32 | (this process's worker entry + 1); 0 before
+    /// registration. One word, so no thread can pair a new generation with an old entry.
+    registration: AtomicU64,
+}
+
+fn registration(generation: u64, worker: usize) -> u64 {
+    (generation & 0xffff_ffff) << 32 | (worker as u64 + 1)
 }
 
 impl Region {
@@ -73,8 +82,7 @@ impl Region {
             path: path.map(Path::to_path_buf),
             attach,
             policy,
-            worker: AtomicUsize::new(0),
-            registered_in: AtomicU64::new(0),
+            registration: AtomicU64::new(0),
         };
         region.worker_index()?;
         Ok(region)
@@ -105,9 +113,9 @@ impl Region {
     /// This process's worker entry, registering it first if this process is new (a fork).
     pub fn worker_index(&self) -> Result<usize, RegionError> {
         let generation = FORK_GENERATION.load(Relaxed);
-        let w = self.worker.load(Acquire);
-        if w != 0 && self.registered_in.load(Acquire) == generation {
-            return Ok(w - 1);
+        let current = self.registration.load(Acquire);
+        if current != 0 && current >> 32 == generation & 0xffff_ffff {
+            return Ok((current & 0xffff_ffff) as usize - 1);
         }
         let Some(idx) = self.table.register() else {
             return Err(RegionError {
@@ -120,8 +128,7 @@ impl Region {
                 ),
             });
         };
-        self.registered_in.store(generation, Release);
-        self.worker.store(idx + 1, Release);
+        self.registration.store(registration(generation, idx), Release);
         Ok(idx)
     }
 
@@ -174,9 +181,9 @@ impl Region {
 
     /// Gives back what this process holds and frees its worker entry.
     pub fn close(&self) {
-        let w = self.worker.swap(0, AcqRel);
-        if w != 0 && self.registered_in.load(Acquire) == FORK_GENERATION.load(Relaxed) {
-            self.table.deregister(w - 1);
+        let current = self.registration.swap(0, AcqRel);
+        if current != 0 && current >> 32 == FORK_GENERATION.load(Relaxed) & 0xffff_ffff {
+            self.table.deregister((current & 0xffff_ffff) as usize - 1);
         }
     }
 }

@@ -16,7 +16,7 @@
 
 use crate::layout::{state, Slot, KIND_GCRA, KIND_SLOTS, KIND_WINDOW, NAME_BYTES};
 use crate::region::{Dimensions, Mapping};
-use crate::sys::now_ns;
+use crate::sys::{self, now_ns};
 use portable_atomic::AtomicU128;
 use std::sync::atomic::{AtomicU64, Ordering::*};
 
@@ -26,6 +26,12 @@ pub const PROBE_LIMIT: usize = 1024;
 /// (killed mid-insert) and taking its slot away. Safe either way: a slow inserter whose slot
 /// was taken simply starts over.
 const SETTLE_WAIT_NS: u64 = 20_000_000;
+/// How long a CLAIMED slot whose claimer still looks alive is waited for before it is
+/// given up as a tombstone (see `settle`).
+const CLAIM_GIVE_UP_NS: u64 = 1_000_000_000;
+/// lo of a DEAD slot that must never be reused (a claim given up while its owner might
+/// still write to it).
+pub(crate) const TOMBSTONE: u64 = 1;
 /// A slot-count entry that is at zero and untouched this long may be reclaimed.
 pub const SLOTS_IDLE_NS: u64 = 60_000_000_000;
 
@@ -102,10 +108,13 @@ pub(crate) struct Found {
 #[derive(Debug, Clone, Copy)]
 struct Reservation {
     found: Found,
-    /// Window end (fixed window) the units went into, or the GCRA increment.
-    mark: u64,
+    /// The state's lo word this hit wrote. The hit is undone only while lo still holds it:
+    /// once another hit moved it (or the window ended), undoing could give back units that
+    /// others have used, so the units stay counted (a brief under-admission).
+    written_lo: u64,
+    /// lo after the undo: the same window end, or the GCRA arrival time before this hit.
+    undo_lo: u64,
     units: u64,
-    algorithm: Algorithm,
 }
 
 pub struct Table {
@@ -205,27 +214,40 @@ impl Table {
         None
     }
 
-    /// Waits for a slot to leave CLAIMED/KEYED (its inserter finishing). Past the bound the
-    /// inserter is presumed dead and its claim is killed. Returns the state seen last.
-    fn settle(&self, s: &Slot) -> u128 {
+    /// Waits while a slot keeps the status (CLAIMED or KEYED) it has on entry: its inserter
+    /// finishing. An inserter presumed dead loses its claim:
+    /// - KEYED: its owner only CASes from here on, so after SETTLE_WAIT_NS the claim is killed
+    ///   and the slot is free again; an owner that was merely slow starts over.
+    /// - CLAIMED: its owner may still make plain stores of its key words, so the slot is freed
+    ///   only once the owner's process (lo holds its pid) is gone. If it still looks alive after
+    ///   CLAIM_GIVE_UP_NS (a stopped process, a reused pid), the slot becomes a tombstone that is
+    ///   never reused: late stores from the owner then land where no key lives.
+    fn settle(&self, s: &Slot) {
         let start = now_ns();
+        let first = state::status(split(s.state.load(Acquire)).1);
         let mut spins = 0u32;
         loop {
             let st = s.state.load(Acquire);
-            let (_, hi) = split(st);
-            let status = state::status(hi);
-            if status != state::CLAIMED && status != state::KEYED {
-                return st;
+            let (lo, hi) = split(st);
+            if state::status(hi) != first || (first != state::CLAIMED && first != state::KEYED) {
+                return;
             }
             spins += 1;
             if spins < 64 {
                 std::hint::spin_loop();
                 continue;
             }
-            if now_ns().saturating_sub(start) > SETTLE_WAIT_NS {
-                let dead = join(0, state::pack(state::DEAD, state::generation(hi), 0));
+            let waited = now_ns().saturating_sub(start);
+            let dead_lo = match first {
+                state::KEYED if waited > SETTLE_WAIT_NS => Some(0),
+                state::CLAIMED if waited > SETTLE_WAIT_NS && !sys::process_alive(lo as u32, 0) => Some(0),
+                state::CLAIMED if waited > CLAIM_GIVE_UP_NS => Some(TOMBSTONE),
+                _ => None,
+            };
+            if let Some(dead_lo) = dead_lo {
+                let dead = join(dead_lo, state::pack(state::DEAD, state::generation(hi), 0));
                 let _ = s.state.compare_exchange(st, dead, SeqCst, Acquire);
-                return s.state.load(Acquire);
+                return;
             }
             std::thread::yield_now();
         }
@@ -266,7 +288,7 @@ impl Table {
                             free = Some((d, i, st));
                         }
                     }
-                    state::DEAD if free.is_none() => free = Some((d, i, st)),
+                    state::DEAD if free.is_none() && lo != TOMBSTONE => free = Some((d, i, st)),
                     state::KEYED if self.key_matches(s, fp) => {
                         // Another process is inserting this very key: wait for its outcome.
                         self.settle(s);
@@ -307,7 +329,8 @@ impl Table {
         let s = self.slot(idx);
         let (_, seen_hi) = split(seen);
         let generation = state::next_generation(state::generation(seen_hi));
-        let claimed = join(0, state::pack(state::CLAIMED, generation, 0));
+        // lo names the claiming process, for waiters to tell a dead claimer from a slow one.
+        let claimed = join(sys::pid() as u64, state::pack(state::CLAIMED, generation, 0));
         // SeqCst: the claim and the KEYED store below take part in the insertion protocol's
         // store-then-scan argument (module docs).
         if s.state.compare_exchange(seen, claimed, SeqCst, Acquire).is_err() {
@@ -411,7 +434,7 @@ impl Table {
                 return None;
             }
             let now = now_ns();
-            let (decision, new_lo, new_count, mark) = match h.algorithm {
+            let (decision, new_lo, new_count, undo_lo) = match h.algorithm {
                 Algorithm::FixedWindow => window_step(lo, state::count(hi), now, h),
                 Algorithm::Gcra => gcra_step(lo, now, h),
             };
@@ -421,12 +444,7 @@ impl Table {
             let new = join(new_lo, state::pack(state::LIVE, found.generation, new_count));
             match s.state.compare_exchange_weak(st, new, AcqRel, Acquire) {
                 Ok(_) => {
-                    let r = Reservation {
-                        found,
-                        mark,
-                        units: h.cost,
-                        algorithm: h.algorithm,
-                    };
+                    let r = Reservation { found, written_lo: new_lo, undo_lo, units: h.cost };
                     return Some((decision, Some(r)));
                 }
                 Err(actual) => st = actual,
@@ -443,16 +461,11 @@ impl Table {
             if state::status(hi) != state::LIVE || state::generation(hi) != r.found.generation {
                 return;
             }
-            let (new_lo, new_count) = match r.algorithm {
-                Algorithm::FixedWindow => {
-                    if lo != r.mark {
-                        return;
-                    }
-                    (lo, state::count(hi).saturating_sub(r.units))
-                }
-                Algorithm::Gcra => (lo.saturating_sub(r.mark), 0),
-            };
-            let new = join(new_lo, state::pack(state::LIVE, r.found.generation, new_count));
+            if lo != r.written_lo {
+                return;
+            }
+            let count = state::count(hi).saturating_sub(r.units);
+            let new = join(r.undo_lo, state::pack(state::LIVE, r.found.generation, count));
             match s.state.compare_exchange_weak(st, new, AcqRel, Acquire) {
                 Ok(_) => return,
                 Err(actual) => st = actual,
@@ -551,6 +564,7 @@ impl Table {
 
 /// Fixed window: the window starts at the first hit after the previous one ended (as
 /// LiteLLM's in-memory limiter does). lo is the window's end. Refused hits are not counted.
+/// Returns (decision, new lo, new count, lo to restore when the hit is undone).
 fn window_step(end: u64, count: u64, now: u64, h: &Hit) -> (Decision, u64, u64, u64) {
     let (end, count) = if end <= now {
         (now.saturating_add(h.window_ns), 0)
@@ -600,11 +614,11 @@ fn gcra_step(tat: u64, now: u64, h: &Hit) -> (Decision, u64, u64, u64) {
             retry_after_ns: if h.cost > h.limit {
                 h.window_ns
             } else {
-                (new_tat - h.window_ns).saturating_sub(now)
+                new_tat.saturating_sub(h.window_ns).saturating_sub(now)
             },
             table_full: false,
         };
-        return (d, tat, 0, increment);
+        return (d, tat, 0, tat);
     }
     let current = units_at(new_tat);
     let d = Decision {
@@ -615,7 +629,7 @@ fn gcra_step(tat: u64, now: u64, h: &Hit) -> (Decision, u64, u64, u64) {
         retry_after_ns: 0,
         table_full: false,
     };
-    (d, new_tat, 0, increment)
+    (d, new_tat, 0, base)
 }
 
 /// A torn-free read of a slot's state through two 64-bit loads, usable on a read-only
@@ -645,4 +659,85 @@ pub(crate) fn read_name(s: &Slot) -> (String, bool) {
     }
     bytes.truncate(len.min(NAME_BYTES));
     (String::from_utf8_lossy(&bytes).into_owned(), len > NAME_BYTES)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::region::{open_anonymous, Dimensions};
+
+    const MS: u64 = 1_000_000;
+
+    fn table() -> Table {
+        let dims = Dimensions { capacity: 1024, max_workers: 8 };
+        Table::new(open_anonymous(dims).unwrap(), dims)
+    }
+
+    fn gcra(key: &[u8], cost: u64) -> Hit<'_> {
+        Hit { key, limit: 10, window_ns: 60_000 * MS, cost, algorithm: Algorithm::Gcra }
+    }
+
+    #[test]
+    fn an_undo_gives_back_only_what_nobody_has_built_on() {
+        let t = table();
+        // Nobody touched the limit since: the units come back.
+        let (_, r) = t.reserve(&gcra(b"g", 4)).unwrap();
+        t.unreserve(&r.unwrap());
+        assert_eq!(t.peek(&gcra(b"g", 0)).current, 0);
+        // Another hit moved the arrival time on: undoing now could hand out units it used.
+        let (_, r) = t.reserve(&gcra(b"g", 4)).unwrap();
+        assert!(t.hit(&gcra(b"g", 3)).unwrap().allowed);
+        t.unreserve(&r.unwrap());
+        assert_eq!(t.peek(&gcra(b"g", 0)).current, 7, "kept counted: a brief under-admission");
+        assert!(!t.hit(&gcra(b"g", 4)).unwrap().allowed);
+    }
+
+    fn dead_pid() -> u32 {
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let pid = child.id();
+        child.wait().unwrap();
+        pid
+    }
+
+    /// Puts a claim by `pid` in the home slot of `key` (an inserter stopped mid-claim).
+    fn stuck_claim(t: &Table, key: &[u8], pid: u32) -> usize {
+        let home = fingerprint(KIND_WINDOW, key).0 as usize & t.mask;
+        let claimed = join(pid as u64, state::pack(state::CLAIMED, 1, 0));
+        t.slot(home).state.store(claimed, SeqCst);
+        home
+    }
+
+    #[test]
+    fn a_claim_whose_process_died_is_freed_for_reuse() {
+        let t = table();
+        let home = stuck_claim(&t, b"k", dead_pid());
+        let w = Hit { key: b"k", limit: 1, window_ns: 60_000 * MS, cost: 1, algorithm: Algorithm::FixedWindow };
+        assert!(t.hit(&w).unwrap().allowed);
+        let (lo, hi) = read_state_words(t.slot(home));
+        assert_eq!((state::status(hi), lo), (state::DEAD, 0), "free for the next key");
+    }
+
+    #[test]
+    fn a_claim_whose_process_lives_on_becomes_a_tombstone_never_reused() {
+        let t = table();
+        // pid 1 never exits: its claim may still write its key, so the slot is never reused.
+        let home = stuck_claim(&t, b"k", 1);
+        let start = std::time::Instant::now();
+        let w = Hit { key: b"k", limit: 1, window_ns: 60_000 * MS, cost: 1, algorithm: Algorithm::FixedWindow };
+        assert!(t.hit(&w).unwrap().allowed);
+        assert!(start.elapsed() >= std::time::Duration::from_millis(900));
+        let (lo, hi) = read_state_words(t.slot(home));
+        assert_eq!((state::status(hi), lo), (state::DEAD, TOMBSTONE));
+        // Keys that probe through it skip it; the key counted exactly once still refuses.
+        assert!(!t.hit(&w).unwrap().allowed);
+        let same_home = (0..)
+            .map(|i| format!("other{i}"))
+            .filter(|k| fingerprint(KIND_WINDOW, k.as_bytes()).0 as usize & t.mask == home)
+            .take(3);
+        for key in same_home {
+            let h = Hit { key: key.as_bytes(), ..w.clone() };
+            assert!(t.hit(&h).unwrap().allowed);
+        }
+        assert_eq!(read_state_words(t.slot(home)).0, TOMBSTONE);
+    }
 }

@@ -12,7 +12,7 @@
 use crate::layout::{state, Worker, KIND_SLOTS, W_FREE, W_LIVE, W_REAPING};
 use crate::sys;
 use crate::table::{read_state_words, Found, Table, TableFull};
-use std::sync::atomic::Ordering::*;
+use std::sync::atomic::{AtomicBool, Ordering::*};
 
 const COUNT_MASK: u64 = 0xffff_ffff;
 
@@ -27,9 +27,12 @@ pub enum SlotError {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct NotHeld;
 
+/// A worker entry's state word: pid (32 bits) | registration sequence (16) | status (16).
+/// The sequence changes at every registration, so a reaper that saw LIVE(pid) cannot reap a
+/// new registration of the same entry by a process that reused the pid.
 #[inline]
-fn pack_worker(pid: u32, status: u32) -> u64 {
-    (pid as u64) << 32 | status as u64
+fn pack_worker(pid: u32, seq: u64, status: u32) -> u64 {
+    (pid as u64) << 32 | (seq & 0xffff) << 16 | status as u64
 }
 
 #[inline]
@@ -38,8 +41,47 @@ pub(crate) fn worker_pid(st: u64) -> u32 {
 }
 
 #[inline]
+fn worker_seq(st: u64) -> u64 {
+    (st >> 16) & 0xffff
+}
+
+#[inline]
 pub(crate) fn worker_status(st: u64) -> u32 {
-    st as u32
+    (st & 0xffff) as u32
+}
+
+/// Whether a thread of this process is reaping. Reaps within one process take turns, so two
+/// threads never finish one entry at once; a forked child starts with it clear.
+static REAPING_HERE: AtomicBool = AtomicBool::new(false);
+
+/// Called in a forked child: a reap that another thread of the parent was running at the
+/// fork does not exist in the child.
+pub(crate) fn reset_after_fork() {
+    REAPING_HERE.store(false, Relaxed);
+}
+
+/// Holds REAPING_HERE for its lifetime.
+struct ReapTurn;
+
+impl ReapTurn {
+    fn try_take() -> Option<ReapTurn> {
+        REAPING_HERE.compare_exchange(false, true, Acquire, Relaxed).ok().map(|_| ReapTurn)
+    }
+
+    fn take() -> ReapTurn {
+        loop {
+            if let Some(turn) = ReapTurn::try_take() {
+                return turn;
+            }
+            std::thread::yield_now();
+        }
+    }
+}
+
+impl Drop for ReapTurn {
+    fn drop(&mut self) {
+        REAPING_HERE.store(false, Release);
+    }
 }
 
 #[inline]
@@ -75,7 +117,7 @@ impl Table {
             }
             if entry
                 .state
-                .compare_exchange(st, pack_worker(pid, W_LIVE), AcqRel, Acquire)
+                .compare_exchange(st, pack_worker(pid, worker_seq(st) + 1, W_LIVE), AcqRel, Acquire)
                 .is_ok()
             {
                 entry.start_ticks.store(sys::start_ticks(pid), Release);
@@ -87,20 +129,26 @@ impl Table {
         None
     }
 
-    /// Gives back everything worker `w` holds and frees its entry (a clean exit).
+    /// Gives back everything worker `w` holds and frees its entry (a clean exit). If an audit
+    /// cannot finish, the entry stays REAPING under this pid and a later scan completes it.
     pub fn deregister(&self, w: usize) {
+        let _turn = ReapTurn::take();
         let entry = self.worker(w);
         let st = entry.state.load(Acquire);
         if worker_status(st) == W_LIVE && worker_pid(st) == sys::pid() {
-            let reaping = pack_worker(worker_pid(st), W_REAPING);
+            let reaping = pack_worker(sys::pid(), worker_seq(st), W_REAPING);
             if entry.state.compare_exchange(st, reaping, AcqRel, Acquire).is_ok() {
                 self.finish_reap(w, reaping);
             }
         }
     }
 
-    /// Finds workers whose process is gone and gives back their slots. Returns how many.
+    /// Finds workers whose process is gone and gives back their slots. Returns how many
+    /// entries were freed. Skipped (0) while another thread of this process is reaping.
     pub fn reap_dead(&self) -> usize {
+        let Some(_turn) = ReapTurn::try_take() else {
+            return 0;
+        };
         let me = sys::pid();
         self.map.header().last_reap_ns.store(sys::now_ns(), Relaxed);
         let mut reaped = 0;
@@ -108,15 +156,20 @@ impl Table {
             let entry = self.worker(w);
             let st = entry.state.load(Acquire);
             let pid = worker_pid(st);
-            match worker_status(st) {
-                W_LIVE if !sys::process_alive(pid, entry.start_ticks.load(Acquire)) => {}
+            let reaping = pack_worker(me, worker_seq(st), W_REAPING);
+            let ours = match worker_status(st) {
+                W_LIVE if !sys::process_alive(pid, entry.start_ticks.load(Acquire)) => {
+                    entry.state.compare_exchange(st, reaping, AcqRel, Acquire).is_ok()
+                }
+                // Our own reap that an audit could not finish: try again.
+                W_REAPING if pid == me => true,
                 // A reaper that died mid-way: take its job over.
-                W_REAPING if pid != me && !sys::process_alive(pid, 0) => {}
-                _ => continue,
-            }
-            let reaping = pack_worker(me, W_REAPING);
-            if entry.state.compare_exchange(st, reaping, AcqRel, Acquire).is_ok() {
-                self.finish_reap(w, reaping);
+                W_REAPING if !sys::process_alive(pid, 0) => {
+                    entry.state.compare_exchange(st, reaping, AcqRel, Acquire).is_ok()
+                }
+                _ => false,
+            };
+            if ours && self.finish_reap(w, reaping) {
                 reaped += 1;
             }
         }
@@ -145,22 +198,27 @@ impl Table {
         self.reap_dead()
     }
 
-    /// Audits every key worker `w` (marked REAPING) recorded, then frees the entry.
-    fn finish_reap(&self, w: usize, reaping: u64) {
+    /// Audits every key worker `w` (REAPING under this process) recorded, then frees the
+    /// entry. False, with the entry and its records left as they are, if an audit could not
+    /// finish: its records stay out of every sum meanwhile, so counts can only be too high.
+    fn finish_reap(&self, w: usize, reaping: u64) -> bool {
         let entry = self.worker(w);
+        let mut complete = true;
         for h in entry.holdings.iter() {
             if let Some((idx, _)) = holding_parts(h.load(Acquire)) {
-                self.audit(idx);
+                complete &= self.audit(idx);
             }
+        }
+        if !complete || entry.state.load(Acquire) != reaping {
+            return false;
         }
         for h in entry.holdings.iter() {
             h.store(0, Relaxed);
         }
         entry.start_ticks.store(0, Relaxed);
         // Release: the cleared records are visible before the entry can be taken again.
-        let _ = entry
-            .state
-            .compare_exchange(reaping, pack_worker(0, W_FREE), Release, Relaxed);
+        let free = pack_worker(0, worker_seq(reaping), W_FREE);
+        entry.state.compare_exchange(reaping, free, Release, Relaxed).is_ok()
     }
 
     /// Sum of the LIVE workers' holding records for slot `idx`.
@@ -182,26 +240,29 @@ impl Table {
         total
     }
 
-    /// Sets a slot entry's count to what the live workers hold (module docs).
-    fn audit(&self, idx: usize) {
+    /// Sets a slot entry's count to what the live workers hold (module docs). False if
+    /// concurrent changes kept it from committing.
+    fn audit(&self, idx: usize) -> bool {
         let s = self.slot(idx);
-        for _ in 0..1000 {
+        for attempt in 0..1000 {
             let st = s.state.load(Acquire);
             let (lo, hi) = (st as u64, (st >> 64) as u64);
             if state::status(hi) != state::LIVE || crate::table::meta_kind(s.meta.load(Acquire)) != KIND_SLOTS {
-                return;
+                return true; // Reclaimed: nothing is held there.
             }
-            let first = self.live_holdings(idx);
-            let second = self.live_holdings(idx);
-            if first != second || s.state.load(Acquire) != st {
-                continue;
-            }
+            // Every acquire and release moves lo on, so this CAS fails if any count changed
+            // after `st` was read; records read after it are at least each worker's share.
+            let held = self.live_holdings(idx);
             let lo = lo.max(sys::now_ns()).saturating_add(1);
-            let new = (state::pack(state::LIVE, state::generation(hi), first) as u128) << 64 | lo as u128;
+            let new = (state::pack(state::LIVE, state::generation(hi), held) as u128) << 64 | lo as u128;
             if s.state.compare_exchange(st, new, AcqRel, Acquire).is_ok() {
-                return;
+                return true;
+            }
+            if attempt % 16 == 15 {
+                std::thread::yield_now();
             }
         }
+        false
     }
 
     /// Raises worker `w`'s record for slot `idx` by one; false when it has no free record.
@@ -339,12 +400,13 @@ mod tests {
         let w = t.register().unwrap();
         assert!(t.acquire(w, b"k", 5).unwrap());
         let entry = t.worker(w);
+        let seq = worker_seq(entry.state.load(SeqCst));
         // A live reaper (pid 1 always runs) owns the reap: nobody else touches it.
-        entry.state.store(pack_worker(1, W_REAPING), SeqCst);
+        entry.state.store(pack_worker(1, seq, W_REAPING), SeqCst);
         assert_eq!(t.reap_dead(), 0);
-        assert_eq!(entry.state.load(SeqCst), pack_worker(1, W_REAPING));
+        assert_eq!(entry.state.load(SeqCst), pack_worker(1, seq, W_REAPING));
         // Its reaper died: the next scan finishes the job.
-        entry.state.store(pack_worker(dead_pid(), W_REAPING), SeqCst);
+        entry.state.store(pack_worker(dead_pid(), seq, W_REAPING), SeqCst);
         assert_eq!(t.reap_dead(), 1);
         assert_eq!(worker_status(entry.state.load(SeqCst)), W_FREE);
         assert_eq!(t.slots_in_use(b"k"), 0);
@@ -358,11 +420,27 @@ mod tests {
         assert!(t.acquire(live, b"k", 5).unwrap());
         assert!(t.acquire(dead, b"k", 5).unwrap());
         assert!(t.acquire(dead, b"k", 5).unwrap());
-        t.worker(dead).state.store(pack_worker(dead_pid(), W_LIVE), SeqCst);
+        let seq = worker_seq(t.worker(dead).state.load(SeqCst));
+        t.worker(dead).state.store(pack_worker(dead_pid(), seq, W_LIVE), SeqCst);
         assert_eq!(t.slots_in_use(b"k"), 3);
         assert_eq!(t.reap_dead(), 1);
         assert_eq!(t.slots_in_use(b"k"), 1);
         t.release(live, b"k").unwrap();
         assert_eq!(t.slots_in_use(b"k"), 0);
+    }
+
+    #[test]
+    fn every_registration_of_an_entry_has_a_new_sequence() {
+        // A reaper that saw LIVE(pid, seq) must not match a later registration by a process
+        // that reused the pid: the sequence differs.
+        let t = table();
+        let w = t.register().unwrap();
+        let first = t.worker(w).state.load(SeqCst);
+        t.deregister(w);
+        assert_eq!(t.register(), Some(w));
+        let second = t.worker(w).state.load(SeqCst);
+        assert_eq!(worker_pid(first), worker_pid(second));
+        assert_ne!(first, second);
+        assert_eq!(worker_seq(second), worker_seq(first) + 1);
     }
 }
