@@ -5,9 +5,11 @@ Importing it maps the process-wide shared region (FAST_LITELLM_SHM), so under
 """
 
 from . import shm
+from ._acceleration import announce, remove_acceleration, status
 from ._config import ConfigError
 from ._native import __version__
 
-__all__ = ["ConfigError", "__version__", "shm"]
+__all__ = ["ConfigError", "__version__", "remove_acceleration", "shm", "status"]
 
 shm.region()
+announce()

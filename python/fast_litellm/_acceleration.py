@@ -1,0 +1,257 @@
+"""The one place that patches LiteLLM: flags, fallback and the circuit breaker for every
+accelerated component.
+
+A component (one module per LiteLLM part: limiter, router, tokens, ...) declares itself with
+`component(name, env_var)` and installs its replacements with `Component.patch`. Every
+replacement runs behind the same guard:
+
+- the component's flag (`FAST_LITELLM_RUST_<NAME>=true|false|canary:N|rollout:N`, read once at
+  import; `FAST_LITELLM_DISABLE=1` turns every component off) decides whether a call is
+  accelerated;
+- an exception in the accelerated path is counted and the original runs on the same call;
+- after `FAST_LITELLM_BREAKER_THRESHOLD` (default 10) errors the breaker opens: the component
+  is off for the rest of the process, logged once, shown by `status()`;
+- `remove_acceleration()` puts every original object back where it was.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import logging
+import os
+import random
+import sys
+import threading
+from dataclasses import dataclass, field
+from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple
+
+from ._config import ConfigError
+
+log = logging.getLogger("fast_litellm")
+
+DEFAULT_BREAKER_THRESHOLD = 10
+_TRUE = ("1", "true", "yes", "on")
+_FALSE = ("0", "false", "no", "off")
+
+
+@dataclass(frozen=True)
+class Flag:
+    """How much of a component's traffic is accelerated.
+
+    mode "on" / "off"; "rollout": `percent` of calls, chosen at random per call; "canary": the
+    same split, and the component is expected to log or count what it sees on the canary
+    calls (the mode is visible to it as `Component.flag.mode`).
+    """
+
+    mode: str
+    percent: float = 100.0
+
+    @property
+    def enabled(self) -> bool:
+        return self.mode != "off" and self.percent > 0
+
+    def __str__(self) -> str:
+        return self.mode if self.mode in ("on", "off") else f"{self.mode}:{self.percent:g}"
+
+
+def parse_flag(name: str, raw: Optional[str], default: Flag) -> Flag:
+    """Parses one FAST_LITELLM_RUST_* value; a bad value raises ConfigError naming `name`."""
+    if raw is None or not raw.strip():
+        return default
+    value = raw.strip().lower()
+    if value in _TRUE:
+        return Flag("on")
+    if value in _FALSE:
+        return Flag("off")
+    mode, sep, pct = value.partition(":")
+    if sep and mode in ("canary", "rollout"):
+        try:
+            percent = float(pct)
+        except ValueError:
+            percent = -1.0
+        if 0.0 <= percent <= 100.0:
+            return Flag(mode, percent)
+    raise ConfigError(
+        f"{name}={raw!r} is not one of true, false, canary:N, rollout:N (N a percentage from 0 to 100)"
+    )
+
+
+def _disabled(env: Mapping[str, str]) -> bool:
+    raw = env.get("FAST_LITELLM_DISABLE", "").strip().lower()
+    if not raw:
+        return False
+    if raw in _TRUE:
+        return True
+    if raw in _FALSE:
+        return False
+    raise ConfigError(f"FAST_LITELLM_DISABLE={raw!r} must be 1/true or 0/false")
+
+
+def breaker_threshold(env: Mapping[str, str] = os.environ) -> int:
+    raw = env.get("FAST_LITELLM_BREAKER_THRESHOLD", "").strip()
+    if not raw:
+        return DEFAULT_BREAKER_THRESHOLD
+    try:
+        value = int(raw)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise ConfigError(f"FAST_LITELLM_BREAKER_THRESHOLD={raw!r} must be a whole number of at least 1")
+    return value
+
+
+@dataclass
+class Component:
+    name: str
+    env_var: str
+    flag: Flag
+    #: Why the component is in its state: the flag, the breaker, or what could not be patched.
+    reason: str
+    threshold: int
+    calls: int = 0
+    fallbacks: int = 0
+    errors: int = 0
+    breaker_open: bool = False
+    #: (owner, attribute, original) of every patch, in the order they were made.
+    patches: List[Tuple[Any, str, Any]] = field(default_factory=list)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    @property
+    def active(self) -> bool:
+        return self.flag.enabled and not self.breaker_open and bool(self.patches)
+
+    def _take(self) -> bool:
+        """Whether this call goes the accelerated way."""
+        if self.breaker_open or not self.flag.enabled:
+            return False
+        return self.flag.percent >= 100.0 or random.random() * 100.0 < self.flag.percent
+
+    def _failed(self, error: BaseException) -> None:
+        with self._lock:
+            self.errors += 1
+            self.fallbacks += 1
+            trip = not self.breaker_open and self.errors >= self.threshold
+            if trip:
+                self.breaker_open = True
+                self.reason = f"breaker open after {self.errors} errors (last: {type(error).__name__}: {error})"
+        if trip:
+            log.error("fast_litellm: %s turned off for this process: %s", self.name, self.reason)
+        else:
+            log.warning("fast_litellm: %s failed, original used: %r", self.name, error, exc_info=error)
+
+    def guard(self, original: Callable[..., Any], accelerated: Callable[..., Any]) -> Callable[..., Any]:
+        """A stand-in for `original` that runs `accelerated` when the flag and breaker allow,
+        and the original on the same call when it raises. Keeps sync/async as it was."""
+        if inspect.iscoroutinefunction(original):
+
+            @functools.wraps(original)
+            async def run_async(*args: Any, **kwargs: Any) -> Any:
+                if not self._take():
+                    return await original(*args, **kwargs)
+                self.calls += 1
+                try:
+                    return await accelerated(*args, **kwargs)
+                except Exception as error:  # noqa: BLE001 - every failure falls back
+                    self._failed(error)
+                    return await original(*args, **kwargs)
+
+            wrapper: Callable[..., Any] = run_async
+        else:
+
+            @functools.wraps(original)
+            def run(*args: Any, **kwargs: Any) -> Any:
+                if not self._take():
+                    return original(*args, **kwargs)
+                self.calls += 1
+                try:
+                    return accelerated(*args, **kwargs)
+                except Exception as error:  # noqa: BLE001 - every failure falls back
+                    self._failed(error)
+                    return original(*args, **kwargs)
+
+            wrapper = run
+        wrapper.__fast_litellm_original__ = original  # type: ignore[attr-defined]
+        return wrapper
+
+    def patch(self, owner: Any, attribute: str, accelerated: Callable[..., Any]) -> bool:
+        """Replaces `owner.attribute` (a module function or a class's method) by a guarded
+        call of `accelerated`, and so every module that copied the same object under any name.
+        Returns False, with a WARNING that names it, when it cannot be patched."""
+        target = f"{getattr(owner, '__name__', owner)}.{attribute}"
+        original = inspect.getattr_static(owner, attribute, None)
+        if original is None:
+            log.warning("fast_litellm: %s: cannot patch %s: it does not exist in this LiteLLM", self.name, target)
+            self.reason = f"{target} not found"
+            return False
+        func = original.__func__ if isinstance(original, (staticmethod, classmethod)) else original
+        guarded: Any = self.guard(func, accelerated)
+        if isinstance(original, staticmethod):
+            guarded = staticmethod(guarded)
+        elif isinstance(original, classmethod):
+            guarded = classmethod(guarded)
+        setattr(owner, attribute, guarded)
+        self.patches.append((owner, attribute, original))
+        if inspect.ismodule(owner):
+            for module in list(sys.modules.values()):
+                if module is owner or module is None:
+                    continue
+                for name, value in list(getattr(module, "__dict__", {}).items()):
+                    if value is original:
+                        setattr(module, name, guarded)
+                        self.patches.append((module, name, original))
+        return True
+
+    def restore(self) -> None:
+        for owner, attribute, original in reversed(self.patches):
+            setattr(owner, attribute, original)
+        self.patches.clear()
+        self.reason = "removed by remove_acceleration()"
+
+    def status(self) -> Dict[str, Any]:
+        return {
+            "state": "on" if self.active else "off",
+            "flag": str(self.flag),
+            "reason": self.reason,
+            "calls": self.calls,
+            "fallbacks": self.fallbacks,
+            "errors": self.errors,
+            "breaker": "open" if self.breaker_open else "closed",
+            "patched": [f"{getattr(o, '__name__', o)}.{a}" for o, a, _ in self.patches],
+        }
+
+
+_components: Dict[str, Component] = {}
+_announced = False
+
+
+def component(name: str, env_var: str, default: Flag = Flag("on"), env: Mapping[str, str] = os.environ) -> Component:
+    """Declares a component and reads its flag (ConfigError on a bad value)."""
+    flag = parse_flag(env_var, env.get(env_var), default)
+    reason = f"{env_var}={flag}"
+    if _disabled(env):
+        flag, reason = Flag("off"), "FAST_LITELLM_DISABLE=1"
+    c = Component(name, env_var, flag, reason, breaker_threshold(env))
+    _components[name] = c
+    return c
+
+
+def status() -> Dict[str, Dict[str, Any]]:
+    """Each component's state: on or off, why, calls, fallbacks, errors, breaker state."""
+    return {name: c.status() for name, c in _components.items()}
+
+
+def remove_acceleration() -> None:
+    """Puts back every original object that fast_litellm replaced."""
+    for c in _components.values():
+        c.restore()
+
+
+def announce() -> None:
+    """Logs `fast_litellm: active components = [...]` at INFO, once per process."""
+    global _announced
+    if _announced:
+        return
+    _announced = True
+    active = [name for name, c in _components.items() if c.active]
+    log.info("fast_litellm: active components = %s", active)
