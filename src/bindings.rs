@@ -8,7 +8,9 @@ use pyo3::create_exception;
 use pyo3::exceptions::{PyException, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
+use std::collections::HashMap;
 use std::path::PathBuf;
+use std::sync::Mutex;
 
 create_exception!(
     _native,
@@ -243,6 +245,9 @@ fn keys_list<'py>(py: Python<'py>, ks: &[KeyInfo]) -> PyResult<Vec<Bound<'py, Py
 #[pyclass(module = "fast_litellm._native", name = "Region", frozen, subclass)]
 pub struct PyRegion {
     inner: Region,
+    /// Fail-open acquires that could not be recorded, per key: release() consumes these
+    /// first. Only touched under the GIL, on the full-table path.
+    untracked: Mutex<HashMap<String, u64>>,
 }
 
 #[pymethods]
@@ -272,7 +277,7 @@ impl PyRegion {
         let inner = py
             .detach(|| Region::open(path.as_deref(), dims, policy))
             .map_err(to_py_err)?;
-        Ok(PyRegion { inner })
+        Ok(PyRegion { inner, untracked: Mutex::new(HashMap::new()) })
     }
 
     #[pyo3(signature = (key, limit, window_s=60.0, cost=1, algorithm="fixed"))]
@@ -322,19 +327,33 @@ impl PyRegion {
         multi_to_py(py, self.inner.hit_many(&hits))
     }
 
-    /// 1: acquired; 0: refused (all taken, or a full table under the fail-closed policy);
-    /// 2: admitted untracked (a full table under the fail-open policy; nothing to release).
-    fn acquire(&self, key: &str, max_slots: u64) -> PyResult<u8> {
-        Ok(
-            match self.inner.acquire(key.as_bytes(), max_slots).map_err(to_py_err)? {
-                Acquired::Yes => 1,
-                Acquired::No => 0,
-                Acquired::Untracked => 2,
-            },
-        )
+    /// Takes one of `max_slots` slots of `key`; False when all are taken. On a full table the
+    /// policy answers: fail-closed refuses, fail-open admits untracked (release() still pairs).
+    fn acquire(&self, py: Python<'_>, key: &str, max_slots: u64) -> PyResult<bool> {
+        Ok(match self.inner.acquire(key.as_bytes(), max_slots).map_err(to_py_err)? {
+            Acquired::Yes => true,
+            Acquired::No => false,
+            Acquired::Untracked => {
+                *self.untracked.lock().unwrap_or_else(|e| e.into_inner()).entry(key.to_owned()).or_default() += 1;
+                let log = py.import("logging")?.call_method1("getLogger", ("fast_litellm",))?;
+                let message = format!("fast_litellm: region table full; slot of {key:?} admitted untracked (fail-open)");
+                log.call_method1("warning", (message,))?;
+                true
+            }
+        })
     }
 
     fn release(&self, key: &str) -> PyResult<()> {
+        {
+            let mut untracked = self.untracked.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some(n) = untracked.get_mut(key) {
+                *n -= 1;
+                if *n == 0 {
+                    untracked.remove(key);
+                }
+                return Ok(());
+            }
+        }
         self.inner
             .release(key.as_bytes())
             .map_err(|_| SlotNotHeldError::new_err(format!("this process holds no slot of {key:?}")))

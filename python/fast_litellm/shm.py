@@ -17,7 +17,7 @@ import atexit
 import logging
 import os
 from contextlib import contextmanager
-from typing import Dict, Iterator, Optional
+from typing import Iterator, Optional
 
 from . import _config, _native
 from ._native import (
@@ -50,9 +50,6 @@ __all__ = [
 ]
 
 log = logging.getLogger("fast_litellm")
-
-_ACQUIRED, _REFUSED, _UNTRACKED = 1, 0, 2
-
 
 class SlotUnavailable(RuntimeError):
     """All slots of a key are taken (raised by Region.slot)."""
@@ -96,26 +93,6 @@ class Region(_native.Region):
             fail_open = settings.fail_open
         return super().__new__(cls, os.fspath(path) if path is not None else None,
                                capacity=capacity, max_workers=max_workers, fail_open=fail_open)
-
-    def __init__(self, *args: object, **kwargs: object) -> None:
-        # Fail-open acquires that could not be recorded: release() consumes these first.
-        self._untracked: Dict[str, int] = {}
-
-    def acquire(self, key: str, max_slots: int) -> bool:  # type: ignore[override]
-        """Takes one of max_slots slots of key for this process. False when all are taken."""
-        code = super().acquire(key, max_slots)
-        if code == _UNTRACKED:
-            self._untracked[key] = self._untracked.get(key, 0) + 1
-            log.warning("fast_litellm: region table full; slot of %r admitted untracked (fail-open)", key)
-        return code != _REFUSED
-
-    def release(self, key: str) -> None:  # type: ignore[override]
-        """Gives back one slot of key. SlotNotHeldError if this process holds none."""
-        untracked = self._untracked.get(key, 0)
-        if untracked:
-            self._untracked[key] = untracked - 1
-            return
-        super().release(key)
 
     @contextmanager
     def slot(self, key: str, max_slots: int) -> Iterator[None]:
