@@ -116,7 +116,7 @@ impl Table {
             let holdings = entry
                 .holdings
                 .iter()
-                .filter_map(|h| holding_parts(h.load(Acquire)))
+                .filter_map(|h| holding_parts(h.load(Acquire), self.dims.capacity))
                 .filter(|&(_, c)| c > 0)
                 .collect();
             out.push(WorkerInfo {

@@ -89,11 +89,12 @@ fn holding_tag(idx: usize) -> u64 {
     (idx as u64 + 1) << 32
 }
 
-/// (slot index, count) of a holding record, if it is in use.
+/// (slot index, count) of a holding record, if it is in use and names a slot of a table of
+/// `capacity` slots (a damaged record must never index outside the mapping).
 #[inline]
-pub(crate) fn holding_parts(v: u64) -> Option<(usize, u64)> {
+pub(crate) fn holding_parts(v: u64, capacity: u32) -> Option<(usize, u64)> {
     let tag = v >> 32;
-    if tag == 0 {
+    if tag == 0 || tag > capacity as u64 {
         None
     } else {
         Some((tag as usize - 1, v & COUNT_MASK))
@@ -167,7 +168,9 @@ impl Table {
                 W_REAPING if !sys::process_alive(pid, 0) => {
                     entry.state.compare_exchange(st, reaping, AcqRel, Acquire).is_ok()
                 }
-                _ => false,
+                W_FREE | W_LIVE | W_REAPING => false,
+                // A status no version writes: a damaged entry. Reap it like a dead worker.
+                _ => entry.state.compare_exchange(st, reaping, AcqRel, Acquire).is_ok(),
             };
             if ours && self.finish_reap(w, reaping) {
                 reaped += 1;
@@ -185,7 +188,8 @@ impl Table {
         let header = self.map.header();
         let last = header.last_reap_ns.load(Relaxed);
         let now = sys::now_ns();
-        if now.saturating_sub(last) < interval_ns {
+        // A last scan in the future (a damaged value) counts as overdue, not as recent.
+        if last <= now && now - last < interval_ns {
             return 0;
         }
         if header
@@ -205,7 +209,7 @@ impl Table {
         let entry = self.worker(w);
         let mut complete = true;
         for h in entry.holdings.iter() {
-            if let Some((idx, _)) = holding_parts(h.load(Acquire)) {
+            if let Some((idx, _)) = holding_parts(h.load(Acquire), self.dims.capacity) {
                 complete &= self.audit(idx);
             }
         }
