@@ -4,6 +4,27 @@ from os import PathLike
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple, Union, final
 
+from typing_extensions import Self, disjoint_base
+
+__all__ = [
+    "region_size",
+    "Region",
+    "RegionView",
+    "Decision",
+    "MultiDecision",
+    "RegionError",
+    "RegionFormatError",
+    "RegionSpaceError",
+    "RegionPermissionError",
+    "RegionConfigError",
+    "SlotNotHeldError",
+    "LAYOUT_VERSION",
+    "DEFAULT_CAPACITY",
+    "DEFAULT_MAX_WORKERS",
+    "SLOT_SIZE",
+    "__version__",
+]
+
 __version__: str
 LAYOUT_VERSION: int
 DEFAULT_CAPACITY: int
@@ -47,6 +68,7 @@ class MultiDecision:
     def table_full(self) -> bool: ...
     def __bool__(self) -> bool: ...
 
+@disjoint_base
 class Region:
     def __new__(
         cls,
@@ -55,7 +77,7 @@ class Region:
         capacity: Optional[int] = None,
         max_workers: Optional[int] = None,
         fail_open: bool = False,
-    ) -> "Region": ...
+    ) -> Self: ...
     def hit(self, key: str, limit: int, window_s: float = 60.0, cost: int = 1, algorithm: str = "fixed") -> Decision: ...
     def peek(self, key: str, limit: int, window_s: float = 60.0, algorithm: str = "fixed") -> Decision: ...
     def hit_many(self, limits: List[Tuple[str, int, float, int]], algorithm: str = "fixed") -> MultiDecision: ...
@@ -84,7 +106,7 @@ class Region:
 
 @final
 class RegionView:
-    def __init__(self, path: Union[str, PathLike[str]]) -> None: ...
+    def __new__(cls, path: Union[str, PathLike[str]]) -> "RegionView": ...
     def header(self) -> Dict[str, Any]: ...
     def stats(self) -> Dict[str, Any]: ...
     def workers(self) -> List[Dict[str, Any]]: ...
