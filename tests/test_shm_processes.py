@@ -14,16 +14,18 @@ from forked import run_forked
 
 
 @pytest.mark.parametrize("backing", ["file", "anonymous"])
-def test_four_forked_processes_admit_exactly_the_limit_on_one_key(region_path, backing):
+@pytest.mark.parametrize("algorithm", ["fixed", "gcra"])
+def test_four_forked_processes_admit_exactly_the_limit_on_one_key(region_path, backing, algorithm):
     r = shm.Region(region_path if backing == "file" else None, capacity=4096)
-    limit = 1000
+    # A window long enough that GCRA gives nothing back during the test (one unit per 6 s).
+    limit, window = 1000, 6000.0
 
     def child(_):
-        return sum(r.hit("api_key:hot", limit, 600.0).allowed for _ in range(600))
+        return sum(r.hit("api_key:hot", limit, window, algorithm=algorithm).allowed for _ in range(600))
 
     admitted = run_forked(4, child)
     assert sum(admitted) == limit
-    assert r.peek("api_key:hot", limit, 600.0).current == limit
+    assert r.peek("api_key:hot", limit, window, algorithm=algorithm).current == limit
 
 
 def test_four_forked_processes_admit_exactly_the_limit_on_each_of_1000_keys(region_path):
