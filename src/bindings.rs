@@ -402,7 +402,7 @@ impl PyRegion {
 
     #[getter]
     fn size_bytes(&self) -> usize {
-        self.inner.table().mapping().len()
+        self.inner.table().mapping().size_bytes()
     }
 
     #[getter]

@@ -212,16 +212,8 @@ impl Mapping {
         })
     }
 
-    pub fn len(&self) -> usize {
+    pub fn size_bytes(&self) -> usize {
         self.len
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len == 0
-    }
-
-    pub fn writable(&self) -> bool {
-        self.writable
     }
 
     /// The header, slots and workers as typed references.

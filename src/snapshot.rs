@@ -140,7 +140,7 @@ impl Table {
             inserts: h.inserts.load(Relaxed),
             reaped_workers: h.reaped_workers.load(Relaxed),
             max_probe: h.max_probe.load(Relaxed) as u64,
-            size_bytes: self.map.len() as u64,
+            size_bytes: self.map.size_bytes() as u64,
             ..Stats::default()
         };
         for i in 0..self.dims.capacity as usize {
