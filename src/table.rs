@@ -260,7 +260,9 @@ impl Table {
         let limit = self.probe_limit();
         'restart: loop {
             let reach = self.map.header().max_probe.load(Acquire) as usize;
-            let now = now_ns();
+            // Read only if another key's entry must be judged expired: a key found on its
+            // probe path needs no clock here (the hit reads it once, in reserve_at).
+            let mut now = None;
             // The first slot this key could take: (distance, index, the state seen there).
             let mut free: Option<(usize, usize, u128)> = None;
             let mut d = 0;
@@ -284,7 +286,9 @@ impl Table {
                                 generation: state::generation(hi),
                             });
                         }
-                        if free.is_none() && reclaimable(meta_kind(s.meta.load(Acquire)), lo, hi, now) {
+                        if free.is_none()
+                            && reclaimable(meta_kind(s.meta.load(Acquire)), lo, hi, *now.get_or_insert_with(now_ns))
+                        {
                             free = Some((d, i, st));
                         }
                     }

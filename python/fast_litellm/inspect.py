@@ -9,6 +9,7 @@ import sys
 import time
 from typing import Any, Dict, List, Optional, Sequence
 
+from ._config import OFF_VALUES
 from ._native import RegionError, RegionView
 
 
@@ -68,7 +69,7 @@ def main(argv: Optional[Sequence[str]] = None, default_path: str = "") -> int:
     parser.add_argument("--json", action="store_true", help="print one JSON document")
     parser.add_argument("--watch", type=float, metavar="SECONDS", help="refresh every SECONDS until Ctrl-C")
     args = parser.parse_args(argv)
-    if not args.path or args.path.lower() in ("off", "none", "disabled"):
+    if not args.path or args.path.lower() in OFF_VALUES:
         print("fl-shm-inspect: no region given: pass a path or set FAST_LITELLM_SHM", file=sys.stderr)
         return 2
     if args.watch is not None and args.watch <= 0:
