@@ -3,7 +3,8 @@
 use crate::engine::{Acquired, Region};
 use crate::region::{Attach, Dimensions, ErrorKind, RegionError as EngineError};
 use crate::snapshot::{HeaderInfo, KeyInfo, Stats, WorkerInfo};
-use crate::table::{Algorithm, Decision, FullPolicy, Hit, MultiDecision, Table};
+use crate::stamped::{Added, Expiry, Reserve};
+use crate::table::{Algorithm, Decision, FullPolicy, Hit, MultiDecision, Table, TableFull};
 use pyo3::create_exception;
 use pyo3::exceptions::{PyException, PyValueError};
 use pyo3::prelude::*;
@@ -44,6 +45,12 @@ create_exception!(
 );
 create_exception!(
     _native,
+    RegionFullError,
+    RegionError,
+    "No slot of the table could be found or made for a key (FAST_LITELLM_SHM_CAPACITY too small)."
+);
+create_exception!(
+    _native,
     SlotNotHeldError,
     PyException,
     "release() of a key this process holds no slot of."
@@ -60,6 +67,26 @@ fn to_py_err(e: EngineError) -> PyErr {
 }
 
 const NS: f64 = 1e9;
+
+fn full(key: &str) -> PyErr {
+    RegionFullError::new_err(format!(
+        "region table full: no slot for {key:?}; raise FAST_LITELLM_SHM_CAPACITY"
+    ))
+}
+
+/// A caller's whole second (LiteLLM's `int(time)`), as the u32 stamps hold it.
+fn seconds(value: i64, what: &str) -> PyResult<u32> {
+    u32::try_from(value)
+        .map_err(|_| PyValueError::new_err(format!("{what} must be a whole second from 0 to 2**32-1, got {value}")))
+}
+
+/// A TTL in seconds; 0 means the entry never expires.
+fn expiry(ttl_s: f64) -> PyResult<Expiry> {
+    if ttl_s == 0.0 {
+        return Ok(Expiry::Never);
+    }
+    Ok(Expiry::In { ns: window_ns(ttl_s)? })
+}
 
 fn window_ns(window_s: f64) -> PyResult<u64> {
     if !(window_s.is_finite() && window_s > 0.0 && window_s <= 1e9) {
@@ -277,7 +304,10 @@ impl PyRegion {
         let inner = py
             .detach(|| Region::open(path.as_deref(), dims, policy))
             .map_err(to_py_err)?;
-        Ok(PyRegion { inner, untracked: Mutex::new(HashMap::new()) })
+        Ok(PyRegion {
+            inner,
+            untracked: Mutex::new(HashMap::new()),
+        })
     }
 
     #[pyo3(signature = (key, limit, window_s=60.0, cost=1, algorithm="fixed"))]
@@ -330,17 +360,25 @@ impl PyRegion {
     /// Takes one of `max_slots` slots of `key`; False when all are taken. On a full table the
     /// policy answers: fail-closed refuses, fail-open admits untracked (release() still pairs).
     fn acquire(&self, py: Python<'_>, key: &str, max_slots: u64) -> PyResult<bool> {
-        Ok(match self.inner.acquire(key.as_bytes(), max_slots).map_err(to_py_err)? {
-            Acquired::Yes => true,
-            Acquired::No => false,
-            Acquired::Untracked => {
-                *self.untracked.lock().unwrap_or_else(|e| e.into_inner()).entry(key.to_owned()).or_default() += 1;
-                let log = py.import("logging")?.call_method1("getLogger", ("fast_litellm",))?;
-                let message = format!("fast_litellm: region table full; slot of {key:?} admitted untracked (fail-open)");
-                log.call_method1("warning", (message,))?;
-                true
-            }
-        })
+        Ok(
+            match self.inner.acquire(key.as_bytes(), max_slots).map_err(to_py_err)? {
+                Acquired::Yes => true,
+                Acquired::No => false,
+                Acquired::Untracked => {
+                    *self
+                        .untracked
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .entry(key.to_owned())
+                        .or_default() += 1;
+                    let log = py.import("logging")?.call_method1("getLogger", ("fast_litellm",))?;
+                    let message =
+                        format!("fast_litellm: region table full; slot of {key:?} admitted untracked (fail-open)");
+                    log.call_method1("warning", (message,))?;
+                    true
+                }
+            },
+        )
     }
 
     fn release(&self, key: &str) -> PyResult<()> {
@@ -357,6 +395,122 @@ impl PyRegion {
         self.inner
             .release(key.as_bytes())
             .map_err(|_| SlotNotHeldError::new_err(format!("this process holds no slot of {key:?}")))
+    }
+
+    /// Adds a signed `delta` to a plain counter (never below 0) and returns the new count. A
+    /// counter that is absent or expired starts at 0 and lives `ttl_s` from then (0: forever),
+    /// as LiteLLM's `increment_cache(key, delta, ttl)` does.
+    #[pyo3(signature = (key, delta=1, ttl_s=0.0))]
+    fn counter_add(&self, key: &str, delta: i64, ttl_s: f64) -> PyResult<u64> {
+        match self
+            .inner
+            .table()
+            .stamped_add(key.as_bytes(), 0, delta, expiry(ttl_s)?, None)
+        {
+            Ok(Added::Done(c)) => Ok(c.count),
+            Ok(Added::Newer(c)) | Ok(Added::Capped(c)) => Ok(c.count),
+            Err(TableFull) => Err(full(key)),
+        }
+    }
+
+    /// A counter's count; None when it is absent or expired.
+    fn counter_get(&self, key: &str) -> Option<u64> {
+        self.inner.table().stamped_get(key.as_bytes()).map(|c| c.count)
+    }
+
+    /// Stores (stamp, value) under `key` for `ttl_s` seconds (0: forever), replacing what was there.
+    #[pyo3(signature = (key, stamp, value, ttl_s=0.0))]
+    fn value_set(&self, key: &str, stamp: i64, value: u64, ttl_s: f64) -> PyResult<()> {
+        let stamp = seconds(stamp, "stamp")?;
+        if value > crate::layout::state::COUNT_MAX {
+            return Err(PyValueError::new_err(format!("value must be below 2**48, got {value}")));
+        }
+        self.inner
+            .table()
+            .stamped_set(key.as_bytes(), stamp, value, expiry(ttl_s)?)
+            .map_err(|TableFull| full(key))
+    }
+
+    /// (stamp, value) stored under `key`; None when absent or expired.
+    fn value_get(&self, key: &str) -> Option<(u32, u64)> {
+        self.inner
+            .table()
+            .stamped_get(key.as_bytes())
+            .map(|c| (c.stamp, c.count))
+    }
+
+    /// LiteLLM's fixed window step for one (window key, counter key) pair at the caller's
+    /// second `now_s`: opens a window if there is none or `now_s - start >= window_s`, then
+    /// adds `delta` to the counter in it. Returns (window start, new count, whether it opened).
+    #[pyo3(signature = (window_key, counter_key, now_s, window_s, delta=1))]
+    fn window_add(
+        &self,
+        window_key: &str,
+        counter_key: &str,
+        now_s: i64,
+        window_s: i64,
+        delta: i64,
+    ) -> PyResult<(u32, u64, bool)> {
+        let (now, window) = (seconds(now_s, "now_s")?, seconds(window_s, "window_s")?);
+        self.inner
+            .table()
+            .window_add(window_key.as_bytes(), counter_key.as_bytes(), now, window.max(1), delta)
+            .map_err(|TableFull| full(counter_key))
+    }
+
+    /// (window start, count) as LiteLLM's cache would show them: with a live window, the
+    /// counter's count in it (0 if it counted an older one); without, what is left of the counter.
+    fn window_get(&self, window_key: &str, counter_key: &str) -> (Option<u32>, Option<u64>) {
+        self.inner
+            .table()
+            .window_get(window_key.as_bytes(), counter_key.as_bytes())
+    }
+
+    /// Adds a signed `delta` to the counter in the live window (only the one that started at
+    /// `expected_start`, when given); the new count, or None with nothing written.
+    #[pyo3(signature = (window_key, counter_key, delta, expected_start=None))]
+    fn window_adjust(
+        &self,
+        window_key: &str,
+        counter_key: &str,
+        delta: i64,
+        expected_start: Option<i64>,
+    ) -> PyResult<Option<u64>> {
+        let expected = expected_start.map(|s| seconds(s, "expected_start")).transpose()?;
+        self.inner
+            .table()
+            .window_adjust(window_key.as_bytes(), counter_key.as_bytes(), delta, expected)
+            .map_err(|TableFull| full(counter_key))
+    }
+
+    /// All-or-nothing: each (window key, counter key, limit, increment, window_s) must fit
+    /// (count + increment <= limit; a 0 increment: count < limit) at `now_s`, then all are
+    /// added. Returns (allowed, index of the first that did not fit, [(window start, count)])
+    /// with counts after the increments when allowed, as found otherwise.
+    fn window_reserve(
+        &self,
+        items: Vec<(String, String, u64, u64, i64)>,
+        now_s: i64,
+    ) -> PyResult<(bool, Option<usize>, Vec<(u32, u64)>)> {
+        let now = seconds(now_s, "now_s")?;
+        let reserves = items
+            .iter()
+            .map(|(window_key, counter_key, limit, increment, window_s)| {
+                Ok(Reserve {
+                    window_key: window_key.as_bytes(),
+                    counter_key: counter_key.as_bytes(),
+                    limit: *limit,
+                    increment: *increment,
+                    window_s: seconds(*window_s, "window_s")?.max(1),
+                })
+            })
+            .collect::<PyResult<Vec<_>>>()?;
+        let r = self
+            .inner
+            .table()
+            .window_reserve(&reserves, now)
+            .map_err(|TableFull| full(items.first().map_or("", |i| i.1.as_str())))?;
+        Ok((r.allowed, r.denied_index, r.counts))
     }
 
     fn slots_in_use(&self, key: &str) -> u64 {
@@ -488,6 +642,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("RegionSpaceError", py.get_type::<RegionSpaceError>())?;
     m.add("RegionPermissionError", py.get_type::<RegionPermissionError>())?;
     m.add("RegionConfigError", py.get_type::<RegionConfigError>())?;
+    m.add("RegionFullError", py.get_type::<RegionFullError>())?;
     m.add("SlotNotHeldError", py.get_type::<SlotNotHeldError>())?;
     m.add("LAYOUT_VERSION", crate::layout::LAYOUT_VERSION)?;
     m.add("DEFAULT_CAPACITY", crate::region::DEFAULT_CAPACITY)?;

@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicU32, AtomicU64};
 /// "FLSHMREG" read as a little-endian u64: the first 8 bytes of every region file.
 pub const MAGIC: u64 = u64::from_le_bytes(*b"FLSHMREG");
 /// Bumped on any change to this file; a region with another version is refused on attach.
-pub const LAYOUT_VERSION: u32 = 1;
+pub const LAYOUT_VERSION: u32 = 2;
 
 pub const HEADER_SIZE: usize = 4096;
 pub const SLOT_SIZE: usize = 64;
@@ -102,6 +102,8 @@ pub const W_REAPING: u32 = 2;
 pub const KIND_WINDOW: u8 = 1;
 pub const KIND_GCRA: u8 = 2;
 pub const KIND_SLOTS: u8 = 3;
+/// A stamped counter (`stamped.rs`): LiteLLM's windows, router counters and cooldowns.
+pub const KIND_STAMPED: u8 = 4;
 
 pub mod state {
     //! The hi word of a slot's state: status (3 bits) | generation (13 bits) | count (48 bits).

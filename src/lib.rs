@@ -6,6 +6,7 @@ pub mod engine;
 pub mod layout;
 pub mod region;
 pub mod snapshot;
+pub mod stamped;
 pub mod sys;
 pub mod table;
 pub mod workers;

@@ -623,7 +623,10 @@ mod tests {
 
     #[test]
     fn random_header_damage_is_refused_never_a_panic() {
-        let d = Dimensions { capacity: 1024, max_workers: 8 };
+        let d = Dimensions {
+            capacity: 1024,
+            max_workers: 8,
+        };
         let good = good_header(d);
         let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
         let mut next = || {
@@ -638,7 +641,11 @@ mod tests {
                 let at = (next() % 40) as usize;
                 h[at] = next() as u8;
             }
-            let size = if next() % 4 == 0 { next() % (1 << 24) } else { d.total_size() as u64 };
+            let size = if next() % 4 == 0 {
+                next() % (1 << 24)
+            } else {
+                d.total_size() as u64
+            };
             match validate_header(&h, size, "f") {
                 Ok(found) => assert_eq!((found.total_size() as u64, found), (size, d)),
                 Err(e) => assert_eq!(e.kind, ErrorKind::Format),

@@ -1,7 +1,7 @@
 //! Read-only views of a region for stats() and fl-shm-inspect. Everything here only loads, so
 //! it works on a read-only mapping and never changes the region.
 
-use crate::layout::{state, KIND_GCRA, KIND_SLOTS, KIND_WINDOW, W_FREE, W_LIVE, W_REAPING};
+use crate::layout::{state, KIND_GCRA, KIND_SLOTS, KIND_STAMPED, KIND_WINDOW, W_FREE, W_LIVE, W_REAPING};
 use crate::sys;
 use crate::table::{meta_kind, meta_window_ms, read_name, read_state_words, reclaimable, Table};
 use crate::workers::{holding_parts, worker_pid, worker_status};
@@ -78,6 +78,7 @@ fn kind_name(kind: u8) -> &'static str {
         KIND_WINDOW => "window",
         KIND_GCRA => "gcra",
         KIND_SLOTS => "slots",
+        KIND_STAMPED => "counter",
         _ => "unknown",
     }
 }
@@ -187,6 +188,11 @@ impl Table {
                 KIND_SLOTS => (state::count(hi), 0),
                 KIND_WINDOW if !expired => (state::count(hi), lo - now),
                 KIND_GCRA if !expired => (0, lo - now),
+                KIND_STAMPED if !expired => {
+                    // lo's low half: the region-clock second it ends (0: never).
+                    let ends_ns = (lo as u32 as u64) * 1_000_000_000;
+                    (state::count(hi), ends_ns.saturating_sub(now))
+                }
                 _ => (0, 0),
             };
             let (name, name_truncated) = read_name(slot);

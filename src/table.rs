@@ -14,7 +14,7 @@
 //! Every update of a slot is a CAS of its 128-bit state, which carries the generation: a
 //! process that found a slot before it was reclaimed and reused fails its CAS and looks again.
 
-use crate::layout::{state, Slot, KIND_GCRA, KIND_SLOTS, KIND_WINDOW, NAME_BYTES};
+use crate::layout::{state, Slot, KIND_GCRA, KIND_SLOTS, KIND_STAMPED, KIND_WINDOW, NAME_BYTES};
 use crate::region::{Dimensions, Mapping};
 use crate::sys::{self, now_ns};
 use portable_atomic::AtomicU128;
@@ -156,6 +156,7 @@ pub(crate) fn reclaimable(kind: u8, lo: u64, hi: u64, now: u64) -> bool {
         KIND_WINDOW | KIND_GCRA => lo <= now,
         // lo is the last-touched time; a held slot is never reclaimed.
         KIND_SLOTS => state::count(hi) == 0 && lo.saturating_add(SLOTS_IDLE_NS) <= now,
+        KIND_STAMPED => crate::stamped::stamped_expired(lo, (now / 1_000_000_000) as u32),
         _ => true,
     }
 }
@@ -448,7 +449,12 @@ impl Table {
             let new = join(new_lo, state::pack(state::LIVE, found.generation, new_count));
             match s.state.compare_exchange_weak(st, new, AcqRel, Acquire) {
                 Ok(_) => {
-                    let r = Reservation { found, written_lo: new_lo, undo_lo, units: h.cost };
+                    let r = Reservation {
+                        found,
+                        written_lo: new_lo,
+                        undo_lo,
+                        units: h.cost,
+                    };
                     return Some((decision, Some(r)));
                 }
                 Err(actual) => st = actual,
@@ -673,12 +679,21 @@ mod tests {
     const MS: u64 = 1_000_000;
 
     fn table() -> Table {
-        let dims = Dimensions { capacity: 1024, max_workers: 8 };
+        let dims = Dimensions {
+            capacity: 1024,
+            max_workers: 8,
+        };
         Table::new(open_anonymous(dims).unwrap(), dims)
     }
 
     fn gcra(key: &[u8], cost: u64) -> Hit<'_> {
-        Hit { key, limit: 10, window_ns: 60_000 * MS, cost, algorithm: Algorithm::Gcra }
+        Hit {
+            key,
+            limit: 10,
+            window_ns: 60_000 * MS,
+            cost,
+            algorithm: Algorithm::Gcra,
+        }
     }
 
     #[test]
@@ -692,7 +707,11 @@ mod tests {
         let (_, r) = t.reserve(&gcra(b"g", 4)).unwrap();
         assert!(t.hit(&gcra(b"g", 3)).unwrap().allowed);
         t.unreserve(&r.unwrap());
-        assert_eq!(t.peek(&gcra(b"g", 0)).current, 7, "kept counted: a brief under-admission");
+        assert_eq!(
+            t.peek(&gcra(b"g", 0)).current,
+            7,
+            "kept counted: a brief under-admission"
+        );
         assert!(!t.hit(&gcra(b"g", 4)).unwrap().allowed);
     }
 
@@ -715,7 +734,13 @@ mod tests {
     fn a_claim_whose_process_died_is_freed_for_reuse() {
         let t = table();
         let home = stuck_claim(&t, b"k", dead_pid());
-        let w = Hit { key: b"k", limit: 1, window_ns: 60_000 * MS, cost: 1, algorithm: Algorithm::FixedWindow };
+        let w = Hit {
+            key: b"k",
+            limit: 1,
+            window_ns: 60_000 * MS,
+            cost: 1,
+            algorithm: Algorithm::FixedWindow,
+        };
         assert!(t.hit(&w).unwrap().allowed);
         let (lo, hi) = read_state_words(t.slot(home));
         assert_eq!((state::status(hi), lo), (state::DEAD, 0), "free for the next key");
@@ -727,7 +752,13 @@ mod tests {
         // pid 1 never exits: its claim may still write its key, so the slot is never reused.
         let home = stuck_claim(&t, b"k", 1);
         let start = std::time::Instant::now();
-        let w = Hit { key: b"k", limit: 1, window_ns: 60_000 * MS, cost: 1, algorithm: Algorithm::FixedWindow };
+        let w = Hit {
+            key: b"k",
+            limit: 1,
+            window_ns: 60_000 * MS,
+            cost: 1,
+            algorithm: Algorithm::FixedWindow,
+        };
         assert!(t.hit(&w).unwrap().allowed);
         assert!(start.elapsed() >= std::time::Duration::from_millis(900));
         let (lo, hi) = read_state_words(t.slot(home));
@@ -739,7 +770,10 @@ mod tests {
             .filter(|k| fingerprint(KIND_WINDOW, k.as_bytes()).0 as usize & t.mask == home)
             .take(3);
         for key in same_home {
-            let h = Hit { key: key.as_bytes(), ..w.clone() };
+            let h = Hit {
+                key: key.as_bytes(),
+                ..w.clone()
+            };
             assert!(t.hit(&h).unwrap().allowed);
         }
         assert_eq!(read_state_words(t.slot(home)).0, TOMBSTONE);

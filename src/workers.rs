@@ -65,7 +65,10 @@ struct ReapTurn;
 
 impl ReapTurn {
     fn try_take() -> Option<ReapTurn> {
-        REAPING_HERE.compare_exchange(false, true, Acquire, Relaxed).ok().map(|_| ReapTurn)
+        REAPING_HERE
+            .compare_exchange(false, true, Acquire, Relaxed)
+            .ok()
+            .map(|_| ReapTurn)
     }
 
     fn take() -> ReapTurn {
@@ -387,7 +390,10 @@ mod tests {
     use crate::region::{open_anonymous, Dimensions};
 
     fn table() -> Table {
-        let dims = Dimensions { capacity: 1024, max_workers: 8 };
+        let dims = Dimensions {
+            capacity: 1024,
+            max_workers: 8,
+        };
         Table::new(open_anonymous(dims).unwrap(), dims)
     }
 

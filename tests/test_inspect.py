@@ -40,7 +40,7 @@ def test_json_shows_header_table_workers_and_top_keys(region_path, busy_region):
     out = inspect(region_path, "--json", "--top", "3")
     assert out.returncode == 0, out.stderr
     snap = json.loads(out.stdout)
-    assert snap["header"]["layout_version"] == 1 and snap["header"]["capacity"] == 1024
+    assert snap["header"]["layout_version"] == 2 and snap["header"]["capacity"] == 1024
     assert snap["stats"]["used"] == 7
     assert [w["pid"] for w in snap["workers"] if w["status"] == "live"] == [os.getpid()]
     top = snap["top_keys"]

@@ -1,15 +1,19 @@
 """fast_litellm: a Rust accelerator for LiteLLM.
 
 Importing it maps the process-wide shared region (FAST_LITELLM_SHM), so under
-`gunicorn --preload` the master maps it once and every forked worker shares it.
+`gunicorn --preload` the master maps it once and every forked worker shares it, then patches
+LiteLLM's rate limiter, router counters and upstream slots to keep their state there
+(FAST_LITELLM_RUST_* flags; FAST_LITELLM_DISABLE=1 does neither).
 """
 
-from . import shm
+from . import _acceleration, shm
 from ._acceleration import announce, remove_acceleration, status
 from ._config import ConfigError
 from ._native import __version__
 
 __all__ = ["ConfigError", "__version__", "remove_acceleration", "shm", "status"]
 
-shm.region()
+if not _acceleration.disabled():
+    shm.region()
+_acceleration.install_all()
 announce()

@@ -17,6 +17,7 @@ replacement runs behind the same guard:
 from __future__ import annotations
 
 import functools
+import importlib
 import inspect
 import logging
 import os
@@ -33,6 +34,12 @@ log = logging.getLogger("fast_litellm")
 DEFAULT_BREAKER_THRESHOLD = 10
 _TRUE = ("1", "true", "yes", "on")
 _FALSE = ("0", "false", "no", "off")
+
+
+class Decline(Exception):
+    """Raised by an accelerated path for a call it does not handle (LiteLLM configured with
+    Redis, a model without a tiktoken encoding, ...): the original runs, and nothing is
+    counted as an error."""
 
 
 @dataclass(frozen=True)
@@ -112,6 +119,8 @@ class Component:
     calls: int = 0
     fallbacks: int = 0
     errors: int = 0
+    #: Calls the accelerated path handed back to the original (Decline), e.g. Redis configured.
+    declined: int = 0
     breaker_open: bool = False
     #: (owner, attribute, original) of every patch, in the order they were made.
     patches: List[Tuple[Any, str, Any]] = field(default_factory=list)
@@ -121,8 +130,12 @@ class Component:
     def active(self) -> bool:
         return self.flag.enabled and not self.breaker_open and bool(self.patches)
 
-    def _take(self) -> bool:
-        """Whether this call goes the accelerated way."""
+    def _take(self, always: bool = False) -> bool:
+        """Whether this call goes the accelerated way. `always` paths (giving back what an
+        accelerated call took: a slot, a reservation) run whatever the flag and breaker say;
+        they decide themselves, and Decline what is not theirs."""
+        if always:
+            return True
         if self.breaker_open or not self.flag.enabled:
             return False
         return self.flag.percent >= 100.0 or random.random() * 100.0 < self.flag.percent
@@ -140,44 +153,55 @@ class Component:
         else:
             log.warning("fast_litellm: %s failed, original used: %r", self.name, error, exc_info=error)
 
-    def guard(self, original: Callable[..., Any], accelerated: Callable[..., Any]) -> Callable[..., Any]:
+    def _declined(self) -> None:
+        self.calls -= 1
+        self.declined += 1
+
+    def guard(
+        self, original: Callable[..., Any], accelerated: Callable[..., Any], always: bool = False
+    ) -> Callable[..., Any]:
         """A stand-in for `original` that runs `accelerated` when the flag and breaker allow,
         and the original on the same call when it raises. Keeps sync/async as it was."""
         if inspect.iscoroutinefunction(original):
 
             @functools.wraps(original)
             async def run_async(*args: Any, **kwargs: Any) -> Any:
-                if not self._take():
+                if not self._take(always):
                     return await original(*args, **kwargs)
                 self.calls += 1
                 try:
                     return await accelerated(*args, **kwargs)
+                except Decline:
+                    self._declined()
                 except Exception as error:  # noqa: BLE001 - every failure falls back
                     self._failed(error)
-                    return await original(*args, **kwargs)
+                return await original(*args, **kwargs)
 
             wrapper: Callable[..., Any] = run_async
         else:
 
             @functools.wraps(original)
             def run(*args: Any, **kwargs: Any) -> Any:
-                if not self._take():
+                if not self._take(always):
                     return original(*args, **kwargs)
                 self.calls += 1
                 try:
                     return accelerated(*args, **kwargs)
+                except Decline:
+                    self._declined()
                 except Exception as error:  # noqa: BLE001 - every failure falls back
                     self._failed(error)
-                    return original(*args, **kwargs)
+                return original(*args, **kwargs)
 
             wrapper = run
         wrapper.__fast_litellm_original__ = original  # type: ignore[attr-defined]
         return wrapper
 
-    def patch(self, owner: Any, attribute: str, accelerated: Callable[..., Any]) -> bool:
+    def patch(self, owner: Any, attribute: str, accelerated: Callable[..., Any], always: bool = False) -> bool:
         """Replaces `owner.attribute` (a module function or a class's method) by a guarded
         call of `accelerated`, and so every module that copied the same object under any name.
-        Returns False, with a WARNING that names it, when it cannot be patched."""
+        Returns False, with a WARNING that names it, when it cannot be patched.
+        `always`: see `_take`."""
         target = f"{getattr(owner, '__name__', owner)}.{attribute}"
         original = inspect.getattr_static(owner, attribute, None)
         if original is None:
@@ -185,7 +209,7 @@ class Component:
             self.reason = f"{target} not found"
             return False
         func = original.__func__ if isinstance(original, (staticmethod, classmethod)) else original
-        guarded: Any = self.guard(func, accelerated)
+        guarded: Any = self.guard(func, accelerated, always)
         if isinstance(original, staticmethod):
             guarded = staticmethod(guarded)
         elif isinstance(original, classmethod):
@@ -216,6 +240,7 @@ class Component:
             "calls": self.calls,
             "fallbacks": self.fallbacks,
             "errors": self.errors,
+            "declined": self.declined,
             "breaker": "open" if self.breaker_open else "closed",
             "patched": [f"{getattr(o, '__name__', o)}.{a}" for o, a, _ in self.patches],
         }
@@ -234,6 +259,43 @@ def component(name: str, env_var: str, default: Flag = Flag("on"), env: Mapping[
     c = Component(name, env_var, flag, reason, breaker_threshold(env))
     _components[name] = c
     return c
+
+
+#: Every accelerated component: (name, flag variable, module whose `install(component)` patches
+#: LiteLLM), in patching order.
+COMPONENTS: Tuple[Tuple[str, str, str], ...] = (
+    ("rate_limiter", "FAST_LITELLM_RUST_RATE_LIMITING", "fast_litellm.limiter"),
+    ("router", "FAST_LITELLM_RUST_ROUTER", "fast_litellm.router"),
+    ("connection_pool", "FAST_LITELLM_RUST_CONNECTION_POOL", "fast_litellm.pool"),
+)
+
+
+def disabled(env: Mapping[str, str] = os.environ) -> bool:
+    """FAST_LITELLM_DISABLE=1: nothing is patched and no region is mapped at import."""
+    return _disabled(env)
+
+
+def install_all(env: Mapping[str, str] = os.environ) -> None:
+    """Declares every component and patches LiteLLM for those whose flag is on. A component
+    that cannot be installed stays off, with a WARNING that says why; the others go on."""
+    for name, env_var, module_name in COMPONENTS:
+        c = component(name, env_var, env=env)
+        if not c.flag.enabled:
+            continue
+        try:
+            importlib.import_module(module_name).install(c)
+        except Decline as why:
+            c.restore()
+            c.reason = str(why)
+            log.info("fast_litellm: %s off: %s", name, why)
+        except ImportError as error:
+            c.restore()
+            c.reason = f"LiteLLM part missing: {error}"
+            log.warning("fast_litellm: %s off: %s", name, c.reason)
+        except Exception as error:  # noqa: BLE001 - one component's failure must not stop the others
+            c.restore()
+            c.reason = f"not installed: {type(error).__name__}: {error}"
+            log.warning("fast_litellm: %s off: %s", name, c.reason, exc_info=error)
 
 
 def status() -> Dict[str, Dict[str, Any]]:
