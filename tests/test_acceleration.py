@@ -120,6 +120,21 @@ def test_rollout_takes_its_share_of_calls(target):
         c.restore()
 
 
+def test_a_canary_stops_at_its_first_error_a_rollout_does_not(target):
+    mod, _ = target
+
+    def broken(text):
+        raise RuntimeError("boom")
+
+    for raw, breaker in [("canary:100", "open"), ("rollout:100", "closed")]:
+        acc._components.clear()
+        c = make({"FAST_LITELLM_RUST_TOKEN_COUNTING": raw})
+        c.patch(mod, "count", broken)
+        assert [mod.count("ab") for _ in range(3)] == [2, 2, 2]
+        assert (c.status()["breaker"], c.errors) == (breaker, 1 if breaker == "open" else 3), raw
+        c.restore()
+
+
 def test_disable_turns_every_component_off(target):
     mod, _ = target
     c = make({"FAST_LITELLM_DISABLE": "1", "FAST_LITELLM_RUST_TOKEN_COUNTING": "true"})

@@ -13,7 +13,5 @@ from ._native import __version__
 
 __all__ = ["ConfigError", "__version__", "remove_acceleration", "shm", "status"]
 
-if not _acceleration.disabled():
-    shm.region()
-_acceleration.install_all()
+_acceleration.install_all(region=None if _acceleration.disabled() else shm.region())
 announce()

@@ -46,9 +46,9 @@ class Decline(Exception):
 class Flag:
     """How much of a component's traffic is accelerated.
 
-    mode "on" / "off"; "rollout": `percent` of calls, chosen at random per call; "canary": the
-    same split, and the component is expected to log or count what it sees on the canary
-    calls (the mode is visible to it as `Component.flag.mode`).
+    mode "on" / "off"; "rollout": `percent` of calls, chosen at random per call, with the
+    usual breaker; "canary": the same split, and the first error turns the component off for
+    the process (a canary stops at the first sign of trouble).
     """
 
     mode: str
@@ -121,6 +121,7 @@ class Component:
     errors: int = 0
     #: Calls the accelerated path handed back to the original (Decline), e.g. Redis configured.
     declined: int = 0
+    breaker_trips: int = 0
     breaker_open: bool = False
     #: (owner, attribute, original) of every patch, in the order they were made.
     patches: List[Tuple[Any, str, Any]] = field(default_factory=list)
@@ -140,22 +141,30 @@ class Component:
             return False
         return self.flag.percent >= 100.0 or random.random() * 100.0 < self.flag.percent
 
+    def _count(self, name: str) -> None:
+        """One more of `name` (calls, fallbacks, errors, declined, breaker_trips): in this
+        process, and in the region's host-wide total that metrics report."""
+        setattr(self, name, getattr(self, name) + 1)
+        if _host_region is not None:
+            try:
+                _host_region.counter_add(host_counter_key(self.name, name), 1)
+            except Exception:  # noqa: BLE001 - a full table must not break the call it counts
+                pass
+
     def _failed(self, error: BaseException) -> None:
         with self._lock:
-            self.errors += 1
-            self.fallbacks += 1
+            self._count("calls")
+            self._count("errors")
+            self._count("fallbacks")
             trip = not self.breaker_open and self.errors >= self.threshold
             if trip:
                 self.breaker_open = True
+                self._count("breaker_trips")
                 self.reason = f"breaker open after {self.errors} errors (last: {type(error).__name__}: {error})"
         if trip:
             log.error("fast_litellm: %s turned off for this process: %s", self.name, self.reason)
         else:
             log.warning("fast_litellm: %s failed, original used: %r", self.name, error, exc_info=error)
-
-    def _declined(self) -> None:
-        self.calls -= 1
-        self.declined += 1
 
     def guard(
         self, original: Callable[..., Any], accelerated: Callable[..., Any], always: bool = False
@@ -168,13 +177,15 @@ class Component:
             async def run_async(*args: Any, **kwargs: Any) -> Any:
                 if not self._take(always):
                     return await original(*args, **kwargs)
-                self.calls += 1
                 try:
-                    return await accelerated(*args, **kwargs)
+                    result = await accelerated(*args, **kwargs)
                 except Decline:
-                    self._declined()
+                    self._count("declined")
                 except Exception as error:  # noqa: BLE001 - every failure falls back
                     self._failed(error)
+                else:
+                    self._count("calls")
+                    return result
                 return await original(*args, **kwargs)
 
             wrapper: Callable[..., Any] = run_async
@@ -184,13 +195,15 @@ class Component:
             def run(*args: Any, **kwargs: Any) -> Any:
                 if not self._take(always):
                     return original(*args, **kwargs)
-                self.calls += 1
                 try:
-                    return accelerated(*args, **kwargs)
+                    result = accelerated(*args, **kwargs)
                 except Decline:
-                    self._declined()
+                    self._count("declined")
                 except Exception as error:  # noqa: BLE001 - every failure falls back
                     self._failed(error)
+                else:
+                    self._count("calls")
+                    return result
                 return original(*args, **kwargs)
 
             wrapper = run
@@ -248,6 +261,14 @@ class Component:
 
 _components: Dict[str, Component] = {}
 _announced = False
+#: Where the host-wide totals of every component's counts go (None: no region).
+_host_region: Optional[Any] = None
+#: The counts kept host-wide, per component.
+HOST_COUNTS = ("calls", "fallbacks", "errors", "declined", "breaker_trips")
+
+
+def host_counter_key(component_name: str, count: str) -> str:
+    return f"fast_litellm:{component_name}:{count}"
 
 
 def component(name: str, env_var: str, default: Flag = Flag("on"), env: Mapping[str, str] = os.environ) -> Component:
@@ -256,7 +277,8 @@ def component(name: str, env_var: str, default: Flag = Flag("on"), env: Mapping[
     reason = f"{env_var}={flag}"
     if _disabled(env):
         flag, reason = Flag("off"), "FAST_LITELLM_DISABLE=1"
-    c = Component(name, env_var, flag, reason, breaker_threshold(env))
+    threshold = 1 if flag.mode == "canary" else breaker_threshold(env)
+    c = Component(name, env_var, flag, reason, threshold)
     _components[name] = c
     return c
 
@@ -275,9 +297,12 @@ def disabled(env: Mapping[str, str] = os.environ) -> bool:
     return _disabled(env)
 
 
-def install_all(env: Mapping[str, str] = os.environ) -> None:
+def install_all(env: Mapping[str, str] = os.environ, region: Optional[Any] = None) -> None:
     """Declares every component and patches LiteLLM for those whose flag is on. A component
-    that cannot be installed stays off, with a WARNING that says why; the others go on."""
+    that cannot be installed stays off, with a WARNING that says why; the others go on.
+    `region` receives the host-wide totals of the components' counts."""
+    global _host_region
+    _host_region = region
     for name, env_var, module_name in COMPONENTS:
         c = component(name, env_var, env=env)
         if not c.flag.enabled:
