@@ -1,8 +1,12 @@
 #!/usr/bin/env bash
-# Every benchmark: criterion over the engine, then the Python side-by-side against LiteLLM.
+# Every benchmark: criterion over the engine, then the Python side-by-sides against LiteLLM
+# (counters, then the proxy limiter in-memory and with Redis). Arguments (--quick) go to the
+# Python benchmarks.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
+scripts/ensure-redis.sh
 cargo bench --bench table
 export LITELLM_LOCAL_MODEL_COST_MAP=True FAST_LITELLM_SHM=off
 .venv/bin/python benches/bench_shm.py "$@"
+.venv/bin/python benches/bench_limiter.py "$@"
