@@ -283,13 +283,16 @@ def component(name: str, env_var: str, default: Flag = Flag("on"), env: Mapping[
     return c
 
 
-#: Every accelerated component: (name, flag variable, module whose `install(component)` patches
-#: LiteLLM), in patching order.
-COMPONENTS: Tuple[Tuple[str, str, str], ...] = (
-    ("rate_limiter", "FAST_LITELLM_RUST_RATE_LIMITING", "fast_litellm.limiter"),
-    ("router", "FAST_LITELLM_RUST_ROUTER", "fast_litellm.router"),
-    ("connection_pool", "FAST_LITELLM_RUST_CONNECTION_POOL", "fast_litellm.pool"),
+#: Every component: (name, flag variable, module whose `install(component)` patches LiteLLM,
+#: default flag), in patching order. Routing has no module: it is not shipped (README,
+#: "Routing"), and its flag only says so.
+COMPONENTS: Tuple[Tuple[str, str, Optional[str], Flag], ...] = (
+    ("rate_limiter", "FAST_LITELLM_RUST_RATE_LIMITING", "fast_litellm.limiter", Flag("on")),
+    ("router", "FAST_LITELLM_RUST_ROUTER", "fast_litellm.router", Flag("on")),
+    ("connection_pool", "FAST_LITELLM_RUST_CONNECTION_POOL", "fast_litellm.pool", Flag("on")),
+    ("routing", "FAST_LITELLM_RUST_ROUTING", None, Flag("off")),
 )
+ROUTING_NOT_SHIPPED = "not shipped: LiteLLM's own deployment selection is used (README, Routing)"
 
 
 def disabled(env: Mapping[str, str] = os.environ) -> bool:
@@ -303,8 +306,13 @@ def install_all(env: Mapping[str, str] = os.environ, region: Optional[Any] = Non
     `region` receives the host-wide totals of the components' counts."""
     global _host_region
     _host_region = region
-    for name, env_var, module_name in COMPONENTS:
-        c = component(name, env_var, env=env)
+    for name, env_var, module_name, default in COMPONENTS:
+        c = component(name, env_var, default, env=env)
+        if module_name is None:
+            if c.flag.enabled:
+                log.warning("fast_litellm: %s=%s has no effect: %s", env_var, c.flag, ROUTING_NOT_SHIPPED)
+            c.reason = ROUTING_NOT_SHIPPED
+            continue
         if not c.flag.enabled:
             continue
         try:

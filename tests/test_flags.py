@@ -1,0 +1,61 @@
+"""The environment read at `import fast_litellm`: each variable changes what the import does,
+and a bad value stops the import with an error that names it."""
+
+import os
+
+import pytest
+
+from subproc import run_python
+
+STATUS = """
+import fast_litellm
+from fast_litellm import _acceleration
+emit({"status": fast_litellm.status(), "host_region": _acceleration._host_region is not None})
+"""
+
+COMPONENT_FLAGS = [
+    "FAST_LITELLM_RUST_RATE_LIMITING",
+    "FAST_LITELLM_RUST_ROUTER",
+    "FAST_LITELLM_RUST_CONNECTION_POOL",
+    "FAST_LITELLM_RUST_ROUTING",
+]
+
+
+@pytest.mark.timeout(120)
+def test_disable_maps_nothing_and_patches_nothing(region_path):
+    out = run_python(STATUS, {"FAST_LITELLM_SHM": region_path, "FAST_LITELLM_DISABLE": "1"})
+    assert not os.path.exists(region_path), "no region is created"
+    assert out["host_region"] is False
+    for name, s in out["status"].items():
+        assert (s["state"], s["patched"]) == ("off", []), name
+        if name != "routing":
+            assert s["reason"] == "FAST_LITELLM_DISABLE=1"
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize(
+    "variable, value",
+    [(v, "sometimes") for v in COMPONENT_FLAGS]
+    + [("FAST_LITELLM_DISABLE", "maybe"), ("FAST_LITELLM_BREAKER_THRESHOLD", "0"), ("FAST_LITELLM_SHM_CAPACITY", "x")],
+)
+def test_a_bad_value_stops_the_import_naming_the_variable(variable, value):
+    with pytest.raises(AssertionError) as failed:
+        run_python(STATUS, {variable: value})
+    assert "ConfigError" in str(failed.value) and variable in str(failed.value)
+
+
+@pytest.mark.timeout(120)
+def test_routing_is_not_shipped_and_its_flag_says_so_loudly():
+    code = """
+import logging, io
+stream = io.StringIO()
+logging.getLogger("fast_litellm").addHandler(logging.StreamHandler(stream))
+logging.getLogger("fast_litellm").setLevel(logging.INFO)
+import fast_litellm
+emit({"log": stream.getvalue(), "routing": fast_litellm.status()["routing"]})
+"""
+    on = run_python(code, {"FAST_LITELLM_RUST_ROUTING": "true", "FAST_LITELLM_SHM": "off"})
+    assert "FAST_LITELLM_RUST_ROUTING=on has no effect" in on["log"]
+    assert on["routing"]["state"] == "off" and "not shipped" in on["routing"]["reason"]
+    default = run_python(code, {"FAST_LITELLM_SHM": "off"})
+    assert "FAST_LITELLM_RUST_ROUTING" not in default["log"]
