@@ -1,0 +1,507 @@
+"""rate_limiter: LiteLLM's proxy limiter (v3) with its counters and slots in the region.
+
+Every scenario runs in a fresh interpreter (`run_python`), against the real LiteLLM; the
+processes that share a region are forked from it after the imports, as gunicorn --preload
+forks its workers.
+"""
+
+import concurrent.futures
+import os
+import socket
+
+import pytest
+
+from subproc import run_python
+
+TESTS_DIR = os.path.dirname(os.path.abspath(__file__))
+
+# What every child starts with: the limiter built as proxy/utils.py:1501 builds its cache,
+# descriptors as create_rate_limit_descriptors makes them, and the forked-children helper.
+PRELUDE = """
+import asyncio, contextvars, json, logging, os, signal, sys, time
+from datetime import datetime
+sys.path.insert(0, os.environ["FL_TESTS_DIR"])
+import fast_litellm
+from fast_litellm import shm
+from forked import run_forked
+from litellm.caching.dual_cache import DualCache
+from litellm.proxy.utils import InternalUsageCache
+from litellm.proxy.hooks import parallel_request_limiter_v3 as prl
+
+
+def new_limiter(time_provider=None, redis_cache=None):
+    cache = InternalUsageCache(dual_cache=DualCache(redis_cache=redis_cache, default_in_memory_ttl=1))
+    # The default model-group resolver imports the whole proxy server (4 s) to find no
+    # router and answer None: answer None without it.
+    return prl._PROXY_MaxParallelRequestsHandler_v3(
+        internal_usage_cache=cache, time_provider=time_provider, model_group_resolver=lambda model: None)
+
+
+def desc(key, value, rpm=None, tpm=None, parallel=None, window=None):
+    return {"key": key, "value": value, "rate_limit": {
+        "requests_per_unit": rpm, "tokens_per_unit": tpm, "max_parallel_requests": parallel, "window_size": window}}
+
+
+def admitted(limiter, descriptors):
+    async def run():
+        return sum([(await limiter.should_rate_limit([d]))["overall_code"] == "OK" for d in descriptors])
+    return asyncio.run(run())
+"""
+
+# One recorded sequence, run patched, then again after remove_acceleration(): both runs
+# must log the same thing.
+PARITY = PRELUDE + """
+from litellm.proxy._types import UserAPIKeyAuth
+from litellm.proxy.hooks.batch_rate_limiter import _PROXY_BatchRateLimiter
+from litellm.proxy.hooks.dynamic_rate_limiter_v3 import _PROXY_DynamicRateLimitHandlerV3
+from litellm.types.utils import ModelResponse, Usage
+
+now = [0.0]
+clock = lambda: datetime.fromtimestamp(now[0])
+
+
+def reset():
+    global lim, log
+    now[0] = 1_800_000_000.25
+    lim = new_limiter(time_provider=clock)
+    log = []
+
+
+def plain(value):
+    if isinstance(value, frozenset):
+        return sorted(map(plain, value))
+    if isinstance(value, (list, tuple)):
+        return [plain(v) for v in value]
+    if isinstance(value, dict):
+        return {k: plain(v) for k, v in value.items()}
+    return value
+
+
+async def record(tag, awaitable):
+    try:
+        log.append([tag, plain(await awaitable)])
+    except Exception as e:
+        log.append([tag, {"raised": type(e).__name__, "status": getattr(e, "status_code", None),
+                          "detail": str(getattr(e, "detail", e)), "headers": getattr(e, "headers", None)}])
+
+
+api = desc("api_key", "k1", rpm=3)
+user = desc("user", "u1", rpm=5, tpm=100)
+team = desc("team", "t1", rpm=10, parallel=2)
+end_user = desc("end_user", "e1", tpm=50)
+per_key_model = desc("model_per_key", "k1:gpt-4o", rpm=2)
+tag = desc("tag", "prod", rpm=4)
+saturation = desc("model_saturation_check", "gpt-4o", rpm=100, tpm=1000)
+
+
+async def request(name, key, outcome, **limits):
+    # One proxy request as the proxy runs it: the pre-call hook, then the success callback's
+    # steps, the LLM failure callback or the proxy's failure hook. Runs in its own context,
+    # as each proxy request task does (the stash is a ContextVar).
+    call_id = f"call-{name}"
+    data = {"model": "gpt-4o", "messages": [{"role": "user", "content": "hello there " * 8}],
+            "litellm_call_id": call_id, "metadata": {"model_group": "gpt-4o"}}
+    auth = UserAPIKeyAuth(api_key=key, user_id="u-hook", team_id="t-hook", **limits)
+    await record(name + ":pre", lim.async_pre_call_hook(auth, DualCache(), data, "acompletion"))
+    stash = prl.get_request_stash()
+    log.append([name + ":stash", plain([stash.reserved_tokens, stash.reserved_scopes, stash.parallel_slot is not None])])
+    kwargs = {"litellm_call_id": call_id, "litellm_params": {"metadata": {"model_group": "gpt-4o"}},
+              "standard_logging_object": {"metadata": {"user_api_key_hash": auth.api_key,
+                                                       "user_api_key_user_id": "u-hook",
+                                                       "user_api_key_team_id": "t-hook"}}}
+    if outcome == "success":
+        # async_log_success_event (PRL:5053) without its proxy-config read of the rate-limit type.
+        await lim._release_stashed_parallel_slot(stash, None, in_logging_callback=True)
+        response = ModelResponse(usage=Usage(prompt_tokens=9, completion_tokens=21, total_tokens=30))
+        ops = lim._build_success_event_pipeline_operations(kwargs=kwargs, response_obj=response, rate_limit_type="total")
+        log.append([name + ":ops", plain(ops)])
+        await lim.async_increment_tokens_with_ttl_preservation(pipeline_operations=ops)
+    elif outcome == "llm_failure":
+        await lim.async_log_failure_event(kwargs, None, None, None)
+    elif outcome == "proxy_failure":
+        await lim.async_post_call_failure_hook(data, RuntimeError("guardrail"), auth)
+
+
+async def in_own_context(*args, **limits):
+    await asyncio.get_running_loop().create_task(request(*args, **limits), context=contextvars.copy_context())
+
+
+async def main():
+    # A fixed window that starts at the first request; the limiter's clock ends it.
+    for i in range(3):
+        await record(f"api{i}", lim.should_rate_limit([api]))
+    now[0] += 61
+    # Increment before the check: the first refusal counts (limit_remaining -1), the next
+    # one is refused by the pre-read, and so is every one after it while the window's
+    # cache entry lives, whatever the limiter's clock says.
+    for i in range(5):
+        await record(f"api-next-window{i}", lim.should_rate_limit([api]))
+    await record("api-read-only", lim.should_rate_limit([api], read_only=True))
+    await record("tag-read-only", lim.should_rate_limit([tag], read_only=True))
+    now[0] += 61
+    await record("api-stays-refused", lim.should_rate_limit([api]))
+    # Several kinds in one call, rpm and tpm on one window key (a str start, then an int).
+    for i in range(3):
+        await record(f"multi{i}", lim.should_rate_limit([user, end_user, per_key_model, tag]))
+    keys = ["{user:u1}:window", "{user:u1}:requests", "{user:u1}:window", "{user:u1}:tokens",
+            "{tag:prod}:window", "{tag:prod}:requests", "{nobody:x}:window", "{nobody:x}:requests"]
+    await record("pre-read", lim._batch_get_counter_values(keys, None, True))
+    await record("read", lim._batch_get_counter_values(keys, None, False))
+    pair = ["{w:1}:window", "{w:1}:requests", "{w:1}:window", "{w:1}:tokens"]
+    await record("window-step", lim.in_memory_cache_sliding_window(pair, int(now[0]), 60))
+    await record("window-step-again", lim.in_memory_cache_sliding_window(pair[:2], int(now[0]) + 5, 60))
+    # max_parallel_requests gauges; a second release of the same slot frees nothing.
+    for i in range(3):
+        await record(f"gauge{i}", lim.should_rate_limit([team], parallel_slot_id=f"s{i}"))
+    await record("gauge-read-only", lim.should_rate_limit([team], read_only=True))
+    await record("gauge-counts", lim._read_local_gauge_counts(
+        ["{team:t1}:max_parallel_requests", "{x:y}:max_parallel_requests"]))
+    for _ in range(2):
+        await lim._release_parallel_request_slots({"slot_id": "s0", "counter_keys": ["{team:t1}:max_parallel_requests"]})
+    await record("gauge-after-release", lim.should_rate_limit([team], parallel_slot_id="s3"))
+    await record("gauge-full-again", lim.should_rate_limit([team], parallel_slot_id="s4"))
+    org = desc("organization", "o1", parallel=3)
+    await record("gauge-all-or-nothing", lim.should_rate_limit([org, team], parallel_slot_id="s5"))
+    await record("gauge-all-or-nothing-counts", lim._read_local_gauge_counts(
+        ["{organization:o1}:max_parallel_requests", "{team:t1}:max_parallel_requests"]))
+    # TPM: all-or-nothing reservations, reconciliation to the actual usage, refunds.
+    for i in range(3):
+        await record(f"reserve{i}", lim.reserve_tpm_tokens([user, end_user], 20))
+    ops = lim._build_reservation_aware_tpm_ops(targets=[("user", "u1"), ("end_user", "e1"), ("team", "t1")],
+                                               reserved_scopes={("user", "u1"), ("end_user", "e1")},
+                                               actual_tokens=8, reserved_tokens=20)
+    await lim.async_increment_tokens_with_ttl_preservation(pipeline_operations=ops)
+    await record("tokens-after-reconcile", lim.should_rate_limit([user, end_user], read_only=True))
+    await record("reserve-after-reconcile", lim.reserve_tpm_tokens([user, end_user], 25))
+    reserved = await lim.reserve_tpm_tokens([end_user], 5)
+    log.append(["reserved", plain(reserved)])
+    await lim._refund_reserved_tokens([("end_user", "e1")], 5, reserved["reservation_windows"])
+    await record("after-window-guarded-refund", lim.should_rate_limit([end_user], read_only=True))
+    await lim._refund_reserved_tokens([("end_user", "e1")], 5)
+    await record("after-unguarded-refund", lim.should_rate_limit([end_user], read_only=True))
+    # The other readers: the priority limiter's saturation, the batch limiter's TPD window.
+    await lim.should_rate_limit([saturation])
+    await lim.async_increment_tokens_with_ttl_preservation(
+        pipeline_operations=[{"key": "{model_saturation_check:gpt-4o}:tokens", "increment_value": 77, "ttl": 60}])
+    dynamic = _PROXY_DynamicRateLimitHandlerV3(lim.internal_usage_cache.dual_cache, time_provider=clock)
+    for counter in ("{model_saturation_check:gpt-4o}:requests", "{model_saturation_check:gpt-4o}:tokens",
+                    "{model_saturation_check:other}:tokens"):
+        await record("saturation " + counter, dynamic._get_saturation_value_from_cache(counter_key=counter))
+    batch = _PROXY_BatchRateLimiter(lim.internal_usage_cache, parallel_request_limiter=lim, time_provider=clock)
+    tpd = desc("api_key_tpd", "k1", tpm=1000, window=86400)
+    await record("tpd-reserve", lim.atomic_check_and_increment_by_n([tpd], [{"tokens": 600}]))
+    await record("tpd-over", lim.atomic_check_and_increment_by_n([user, tpd], [{"tokens": 1}, {"tokens": 600}]))
+    for key in ("api_key_tpd", "api_key"):
+        status = {"descriptor_key": key, "descriptor_value": "k1"}
+        await record("tpd-window " + key, batch._read_tpd_window_start(status, None))
+    refund = batch._build_tpd_refund_ops([tpd], 100, frozenset({("{api_key_tpd:k1}:tokens", str(int(now[0])), "local")}))
+    await lim.async_increment_reservation_aware_tokens(refund)
+    await record("tpd-after-refund", lim.atomic_check_and_increment_by_n([tpd], [{"tokens": 0}]))
+    # Whole requests: success (slot released, tokens reconciled), an LLM failure and a proxy
+    # failure (reservation refunded through the cache pipeline), then the counts left.
+    limits = dict(rpm_limit=5, tpm_limit=400, max_parallel_requests=1)
+    for name, outcome in (("ok1", "success"), ("ok2", "success"), ("llm-fail", "llm_failure"),
+                          ("proxy-fail", "proxy_failure"), ("ok3", "success")):
+        await in_own_context(name, "sk-hook", outcome, **limits)
+    hashed = UserAPIKeyAuth(api_key="sk-hook").api_key
+    hook_key = desc("api_key", hashed, rpm=5, tpm=400, parallel=1)
+    await record("hook-counts", lim.should_rate_limit([hook_key], read_only=True))
+    await in_own_context("over-rpm", "sk-other", "success", rpm_limit=1)
+    await in_own_context("over-rpm2", "sk-other", "success", rpm_limit=1)
+    now[0] += 61
+    await in_own_context("next-window", "sk-hook", "success", **limits)
+    # A slot whose release never came stops counting after PARALLEL_REQUEST_SLOT_TTL_SECONDS.
+    leaky = desc("team", "leaky", parallel=1)
+    await record("leak", lim.should_rate_limit([leaky], parallel_slot_id="never-released"))
+    await record("leak-blocks", lim.should_rate_limit([leaky], parallel_slot_id="x1"))
+    now[0] += prl.PARALLEL_REQUEST_SLOT_TTL_SECONDS + 1
+    await record("leak-expired", lim.should_rate_limit([leaky], parallel_slot_id="x2"))
+
+
+runs = {}
+for run in ("patched", "unpatched"):
+    if run == "unpatched":
+        fast_litellm.remove_acceleration()
+    reset()
+    asyncio.run(main())
+    runs[run] = {"log": log, "status": fast_litellm.status()["rate_limiter"]}
+emit(runs)
+"""
+
+
+def child_env(region_path, **extra):
+    return {"FAST_LITELLM_SHM": region_path, "FL_TESTS_DIR": TESTS_DIR, **extra}
+
+
+@pytest.mark.timeout(120)
+def test_the_region_gives_exactly_what_litellm_gives(region_path):
+    """The same recorded sequence, patched and after remove_acceleration(): every
+    RateLimitResponse, raised 429, stash and counter read is the same."""
+    out = run_python(PARITY, child_env(region_path))
+    patched, unpatched = out["patched"], out["unpatched"]
+    assert patched["status"]["state"] == "on" and patched["status"]["errors"] == 0
+    assert unpatched["status"]["state"] == "off" and unpatched["status"]["patched"] == []
+    assert [tag for tag, _ in patched["log"]] == [tag for tag, _ in unpatched["log"]]
+    for (tag, got), (_, expected) in zip(patched["log"], unpatched["log"]):
+        assert got == expected, tag
+    log = dict(patched["log"])
+    # The sequence reaches what it is meant to (so the comparison above is not vacuous).
+    assert [log[f"api-next-window{i}"]["statuses"][0]["limit_remaining"] for i in range(5)] == [2, 1, 0, -1, -1]
+    assert log["window-step"][0] == str(int(1_800_000_000.25 + 122)) and isinstance(log["window-step"][2], int)
+    assert [log[f"gauge{i}"]["overall_code"] for i in range(3)] == ["OK", "OK", "OVER_LIMIT"]
+    assert log["gauge-after-release"]["overall_code"] == "OK" and log["gauge-full-again"]["overall_code"] == "OVER_LIMIT"
+    assert log["gauge-all-or-nothing"]["overall_code"] == "OVER_LIMIT" and log["gauge-all-or-nothing-counts"] == [0, 2]
+    assert [log[f"reserve{i}"]["overall_code"] for i in range(3)] == ["OK", "OK", "OVER_LIMIT"]
+    assert log["ok1:pre"] is None and log["ok1:stash"][0] > 0, "the hook reserved tokens"
+    assert log["over-rpm2:pre"]["status"] == 429 and log["next-window:pre"] is None
+    assert log["saturation {model_saturation_check:gpt-4o}:tokens"] == 1 + 77, "the window step counts 1 token too"
+    assert [log[k]["overall_code"] for k in ("leak", "leak-blocks", "leak-expired")] == ["OK", "OVER_LIMIT", "OK"]
+    assert patched["status"]["declined"] == 1, "the second release of s0 is not a region slot"
+
+
+CROSS_PROCESS = PRELUDE + """
+race = run_forked(3, lambda i: admitted(new_limiter(), [desc("api_key", "race", rpm=10)] * 10))
+
+# 2,000 keys at rpm 1: one process takes the first round, another the second; both rounds
+# in one process too (LiteLLM's 200-entry cache forgets counters past a few dozen keys).
+few = [desc("api_key", f"sk-{i}", rpm=1) for i in range(2000)]
+first_round = run_forked(1, lambda i: admitted(new_limiter(), few))
+second_round = run_forked(1, lambda i: admitted(new_limiter(), few))
+fresh = [desc("api_key", f"sk-again-{i}", rpm=1) for i in range(500)]
+both_rounds = run_forked(1, lambda i: (lambda lim: admitted(lim, fresh) * 10000 + admitted(lim, fresh))(new_limiter()))
+
+# 10,000 keys at rpm 2: one hit each, then two processes racing one hit each on every key.
+many = [desc("user", f"u-{i}", rpm=2) for i in range(10000)]
+many_first = run_forked(1, lambda i: admitted(new_limiter(), many))
+many_race = run_forked(2, lambda i: admitted(new_limiter(), many))
+
+async def read_all():
+    lim = new_limiter()
+    return sum([(await lim.should_rate_limit([d], read_only=True))["overall_code"] == "OVER_LIMIT" for d in many])
+
+emit({"race": race, "first_round": first_round, "second_round": second_round, "both_rounds": both_rounds,
+      "many_first": many_first, "many_race": many_race, "many_full": asyncio.run(read_all()),
+      "status": fast_litellm.status()["rate_limiter"]})
+"""
+
+
+@pytest.mark.timeout(120)
+def test_processes_share_every_limit(region_path):
+    out = run_python(CROSS_PROCESS, child_env(region_path))
+    assert len(out["race"]) == 3 and sum(out["race"]) == 10, out["race"]
+    assert out["first_round"] == [2000] and out["second_round"] == [0]
+    assert out["both_rounds"] == [500 * 10000 + 0]
+    assert out["many_first"] == [10000] and sum(out["many_race"]) == 10000, out["many_race"]
+    assert out["many_full"] == 10000, "every key is at its limit, as read by a new limiter"
+    assert out["status"]["state"] == "on" and out["status"]["errors"] == 0
+
+
+GAUGES = PRELUDE + """
+team = desc("team", "t1", parallel=2)
+ready_r, ready_w = os.pipe()
+parent = os.getpid()
+holder = os.fork()
+if holder == 0:
+    lim = new_limiter()
+    codes = [asyncio.run(lim.should_rate_limit([team], parallel_slot_id=f"held{i}"))["overall_code"] for i in range(2)]
+    os.write(ready_w, b"1" if codes == ["OK", "OK"] else b"0")
+    while os.getppid() == parent:  # holds until killed (or until the test's process is gone)
+        time.sleep(0.05)
+    os._exit(0)
+assert os.read(ready_r, 1) == b"1", "the holder took both slots"
+
+
+async def main():
+    lim = new_limiter()
+    out = {"blocked": await lim.should_rate_limit([team], parallel_slot_id="p1"),
+           "read_only": await lim.should_rate_limit([team], read_only=True)}
+    # A release of another process's slot id is not this process's to give back.
+    await lim._release_parallel_request_slots({"slot_id": "held0", "counter_keys": ["{team:t1}:max_parallel_requests"]})
+    out["after_foreign_release"] = await lim.should_rate_limit([team], parallel_slot_id="p2")
+    os.kill(holder, signal.SIGKILL)
+    os.waitpid(holder, 0)
+    out["reaped"] = shm.region().reap()
+    out["in_use_after_kill"] = shm.region().slots_in_use("{team:t1}:max_parallel_requests")
+    out["after_kill"] = [await lim.should_rate_limit([team], parallel_slot_id=f"q{i}") for i in range(3)]
+    await lim._release_parallel_request_slots({"slot_id": "q0", "counter_keys": ["{team:t1}:max_parallel_requests"]})
+    out["in_use_after_release"] = shm.region().slots_in_use("{team:t1}:max_parallel_requests")
+    # The breaker opens (ten errors: a clock before 1970, which the region refuses): a slot
+    # the region gave before is still given back to it, one taken after is LiteLLM's.
+    solo = desc("team", "solo", parallel=5)
+    await lim.should_rate_limit([solo], parallel_slot_id="before")
+    for _ in range(10):
+        await lim.in_memory_cache_sliding_window(["{e:1}:window", "{e:1}:requests"], -1, 60)
+    out["breaker"] = fast_litellm.status()["rate_limiter"]["breaker"]
+    await lim.should_rate_limit([solo], parallel_slot_id="after")
+    out["solo_in_use"] = [shm.region().slots_in_use("{team:solo}:max_parallel_requests")]
+    for slot_id in ("before", "after"):
+        acquisition = {"slot_id": slot_id, "counter_keys": ["{team:solo}:max_parallel_requests"]}
+        await lim._release_parallel_request_slots(acquisition)
+        out["solo_in_use"].append(shm.region().slots_in_use("{team:solo}:max_parallel_requests"))
+    out["solo_litellm_registry"] = await lim.internal_usage_cache.async_get_cache(
+        "{team:solo}:max_parallel_requests", litellm_parent_otel_span=None, local_only=True)
+    out["status"] = fast_litellm.status()["rate_limiter"]
+    emit(out)
+
+
+asyncio.run(main())
+"""
+
+
+@pytest.mark.timeout(120)
+def test_max_parallel_requests_slots_are_host_wide_and_always_given_back(region_path):
+    """Holders in other processes count; a killed process's slots come back; a slot taken in
+    the region is given back to it even after the breaker turned the component off."""
+    out = run_python(GAUGES, child_env(region_path))
+    blocked = out["blocked"]
+    assert blocked["overall_code"] == "OVER_LIMIT"
+    assert blocked["statuses"] == [{"code": "OVER_LIMIT", "current_limit": 2, "limit_remaining": 0,
+                                    "rate_limit_type": "max_parallel_requests", "descriptor_key": "team"}]
+    assert out["read_only"]["overall_code"] == "OVER_LIMIT"
+    assert out["after_foreign_release"]["overall_code"] == "OVER_LIMIT"
+    assert out["reaped"] >= 1 and out["in_use_after_kill"] == 0
+    assert [r["overall_code"] for r in out["after_kill"]] == ["OK", "OK", "OVER_LIMIT"]
+    assert [r["statuses"][0]["limit_remaining"] for r in out["after_kill"]] == [1, 0, 0]
+    assert out["in_use_after_release"] == 1
+    assert out["breaker"] == "open"
+    assert out["solo_in_use"] == [1, 0, 0], "the region slot went back; the later one was LiteLLM's"
+    assert out["solo_litellm_registry"] == {}, "LiteLLM took and gave back the one after the breaker"
+    assert out["status"]["errors"] == 10 and out["status"]["declined"] == 2
+
+
+REDIS = PRELUDE + """
+from redis.backoff import NoBackoff
+from redis.retry import Retry
+from litellm.caching.redis_cache import RedisCache
+
+# Redis configured (nobody listens there: only the branch choice is checked, nothing here
+# goes to Redis): every accelerated path hands the call to LiteLLM.
+redis = RedisCache(host="127.0.0.1", port=int(os.environ["FL_DEAD_PORT"]), retry=Retry(NoBackoff(), 0))
+lim = new_limiter(redis_cache=redis)
+gauge = {"counter_key": "{team:r}:max_parallel_requests", "limit": 1, "descriptor_key": "team"}
+meta = {"descriptor_key": "user", "descriptor_value": "r", "current_limit": 10, "rate_limit_type": "tokens",
+        "window_key": "{user:r}:window", "counter_key": "{user:r}:tokens", "increment": 4, "ttl": 60, "window_size": 60}
+keys = ["{api_key:r}:window", "{api_key:r}:requests"]
+
+
+async def main():
+    out = {"script": lim.batch_rate_limiter_script is not None}
+    out["window"] = await lim.in_memory_cache_sliding_window(keys, 1000, 60)
+    out["read"] = await lim._batch_get_counter_values(keys, None, True)
+    out["acquire"] = await lim._acquire_parallel_slots_in_memory([gauge], "s1")
+    out["counts"] = await lim._read_local_gauge_counts([gauge["counter_key"]])
+    await lim._release_parallel_request_slots_in_memory([gauge["counter_key"]], "s1", None)
+    out["reserve"] = await lim._atomic_check_and_increment_in_memory([meta])
+    out["reserve"].pop("reservation_windows")
+    region = shm.region()
+    out["region"] = [region.window_get(*keys), region.window_get("{user:r}:window", "{user:r}:tokens"),
+                     region.slots_in_use(gauge["counter_key"])]
+    out["status"] = fast_litellm.status()["rate_limiter"]
+    emit(out)
+
+
+asyncio.run(main())
+"""
+
+
+@pytest.mark.timeout(60)
+def test_with_redis_configured_litellm_keeps_its_own_path(region_path):
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        dead_port = s.getsockname()[1]
+    out = run_python(REDIS, child_env(region_path, FL_DEAD_PORT=str(dead_port)))
+    assert out["script"]
+    assert out["window"] == ["1000", 1] and out["read"] == [1000, 1], "LiteLLM's in-memory mirror answered"
+    assert out["acquire"]["overall_code"] == "OK" and out["counts"] == [1]
+    assert out["reserve"]["statuses"][0]["limit_remaining"] == 6
+    assert out["region"] == [[None, None], [None, None], 0], "nothing went to the region"
+    assert out["status"]["state"] == "on" and out["status"]["errors"] == 0
+    assert out["status"]["declined"] == 6 and out["status"]["calls"] == 0
+
+
+FULL_TABLE = PRELUDE + """
+lim = new_limiter()
+
+
+async def main():
+    region = shm.region()
+    filled = 0
+    try:
+        while True:
+            region.counter_add(f"filler-{filled}", 1)
+            filled += 1
+    except shm.RegionFullError:
+        pass
+    response = await lim.should_rate_limit([desc("api_key", "new", rpm=5)])
+    reserve = await lim.reserve_tpm_tokens([desc("user", "new", tpm=100)], 10)
+    emit({"filled": filled, "code": response["overall_code"], "reserve": reserve["overall_code"],
+          "status": fast_litellm.status()["rate_limiter"]})
+
+
+asyncio.run(main())
+"""
+
+
+@pytest.mark.timeout(60)
+def test_a_full_table_follows_the_policy(region_path):
+    with concurrent.futures.ThreadPoolExecutor(2) as pool:
+        runs = {policy: pool.submit(run_python, FULL_TABLE, child_env(
+            f"{region_path}-{policy}", FAST_LITELLM_SHM_CAPACITY="64", FAST_LITELLM_SHM_FULL_POLICY=policy))
+            for policy in ("open", "closed")}
+        try:
+            fail_open, fail_closed = runs["open"].result(), runs["closed"].result()
+        finally:
+            for policy in runs:
+                if os.path.exists(f"{region_path}-{policy}"):
+                    os.unlink(f"{region_path}-{policy}")
+    assert fail_open["filled"] > 0 and fail_closed["filled"] > 0
+    # Open: LiteLLM's own per-worker counters decide. Closed: refused.
+    assert (fail_open["code"], fail_open["reserve"]) == ("OK", "OK") and fail_open["status"]["declined"] == 2
+    assert (fail_closed["code"], fail_closed["reserve"]) == ("OVER_LIMIT", "OVER_LIMIT")
+    assert fail_closed["status"]["declined"] == 0
+    assert fail_open["status"]["errors"] == 0 and fail_closed["status"]["errors"] == 0
+
+
+FLAG_OFF = PRELUDE + """
+per_process = run_forked(2, lambda i: admitted(new_limiter(), [desc("api_key", "k", rpm=10)] * 20))
+emit({"per_process": per_process, "status": fast_litellm.status()["rate_limiter"]})
+"""
+
+
+@pytest.mark.timeout(60)
+def test_with_the_flag_off_each_process_counts_alone(region_path):
+    out = run_python(FLAG_OFF, child_env(region_path, FAST_LITELLM_RUST_RATE_LIMITING="false"))
+    assert out["per_process"] == [10, 10], "two workers admit twice the limit, as LiteLLM does"
+    assert out["status"]["state"] == "off" and out["status"]["patched"] == []
+
+
+CHANGED_LITELLM = """
+import logging, os
+os.environ["LITELLM_LOCAL_MODEL_COST_MAP"] = "True"
+from litellm.proxy.hooks import parallel_request_limiter_v3 as prl
+
+messages = []
+handler = logging.Handler()
+handler.emit = lambda record: messages.append((record.levelname, record.getMessage()))
+logging.getLogger("fast_litellm").addHandler(handler)
+# A LiteLLM other than the one these patches were written against: one method gone, one
+# with another signature.
+cls = prl._PROXY_MaxParallelRequestsHandler_v3
+original_window = cls.in_memory_cache_sliding_window
+del cls._read_local_gauge_counts
+cls._batch_get_counter_values = lambda self, keys: None
+import fast_litellm
+emit({"status": fast_litellm.status()["rate_limiter"], "messages": messages,
+      "window_untouched": cls.in_memory_cache_sliding_window is original_window})
+"""
+
+
+@pytest.mark.timeout(60)
+def test_a_litellm_that_differs_leaves_the_component_off_and_says_why(region_path):
+    out = run_python(CHANGED_LITELLM, child_env(region_path))
+    status = out["status"]
+    assert status["state"] == "off" and status["patched"] == [] and out["window_untouched"]
+    assert "_read_local_gauge_counts" in status["reason"] and "_batch_get_counter_values" in status["reason"]
+    warnings = [m for level, m in out["messages"] if level == "WARNING"]
+    assert any("_read_local_gauge_counts" in m and "does not exist" in m for m in warnings), warnings
+    assert any("_batch_get_counter_values" in m and "signature changed" in m for m in warnings), warnings
