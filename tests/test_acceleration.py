@@ -120,6 +120,21 @@ def test_rollout_takes_its_share_of_calls(target):
         c.restore()
 
 
+def test_a_stateful_component_takes_its_rollout_share_per_process(target):
+    mod, _ = target
+    seen = []
+    for _ in range(40):
+        acc._components.clear()
+        c = acc.component("limiter", "FAST_LITELLM_RUST_RATE_LIMITING",
+                          env={"FAST_LITELLM_RUST_RATE_LIMITING": "rollout:50"}, per_process=True)
+        c.patch(mod, "count", lambda text: -1)
+        answers = {mod.count("a") for _ in range(50)}
+        assert len(answers) == 1, "every call of one process goes the same way"
+        seen.append(answers.pop())
+        c.restore()
+    assert set(seen) == {-1, 1}, "each new process chooses: some accelerated, some not"
+
+
 def test_a_canary_stops_at_its_first_error_a_rollout_does_not(target):
     mod, _ = target
 

@@ -123,6 +123,13 @@ class Component:
     declined: int = 0
     breaker_trips: int = 0
     breaker_open: bool = False
+    #: A rollout or canary share is chosen per process, not per call: for components that keep
+    #: state (a limiter's counters), calls split between the region and LiteLLM's own cache
+    #: would count each request in only one of them and loosen every limit. A worker forked
+    #: after import chooses again.
+    per_process: bool = False
+    _chosen_pid: int = field(default=0, repr=False)
+    _chosen: bool = field(default=False, repr=False)
     #: (owner, attribute, original) of every patch, in the order they were made.
     patches: List[Tuple[Any, str, Any]] = field(default_factory=list)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
@@ -139,7 +146,14 @@ class Component:
             return True
         if self.breaker_open or not self.flag.enabled:
             return False
-        return self.flag.percent >= 100.0 or random.random() * 100.0 < self.flag.percent
+        if self.flag.percent >= 100.0:
+            return True
+        if self.per_process:
+            pid = os.getpid()
+            if self._chosen_pid != pid:
+                self._chosen_pid, self._chosen = pid, random.random() * 100.0 < self.flag.percent
+            return self._chosen
+        return random.random() * 100.0 < self.flag.percent
 
     def _count(self, name: str) -> None:
         """One more of `name` (calls, fallbacks, errors, declined, breaker_trips): in this
@@ -271,26 +285,32 @@ def host_counter_key(component_name: str, count: str) -> str:
     return f"fast_litellm:{component_name}:{count}"
 
 
-def component(name: str, env_var: str, default: Flag = Flag("on"), env: Mapping[str, str] = os.environ) -> Component:
+def component(
+    name: str,
+    env_var: str,
+    default: Flag = Flag("on"),
+    env: Mapping[str, str] = os.environ,
+    per_process: bool = False,
+) -> Component:
     """Declares a component and reads its flag (ConfigError on a bad value)."""
     flag = parse_flag(env_var, env.get(env_var), default)
     reason = f"{env_var}={flag}"
     if _disabled(env):
         flag, reason = Flag("off"), "FAST_LITELLM_DISABLE=1"
     threshold = 1 if flag.mode == "canary" else breaker_threshold(env)
-    c = Component(name, env_var, flag, reason, threshold)
+    c = Component(name, env_var, flag, reason, threshold, per_process=per_process)
     _components[name] = c
     return c
 
 
 #: Every component: (name, flag variable, module whose `install(component)` patches LiteLLM,
-#: default flag), in patching order. Routing has no module: it is not shipped (README,
-#: "Routing"), and its flag only says so.
-COMPONENTS: Tuple[Tuple[str, str, Optional[str], Flag], ...] = (
-    ("rate_limiter", "FAST_LITELLM_RUST_RATE_LIMITING", "fast_litellm.limiter", Flag("on")),
-    ("router", "FAST_LITELLM_RUST_ROUTER", "fast_litellm.router", Flag("on")),
-    ("connection_pool", "FAST_LITELLM_RUST_CONNECTION_POOL", "fast_litellm.pool", Flag("on")),
-    ("routing", "FAST_LITELLM_RUST_ROUTING", None, Flag("off")),
+#: default flag, whether a rollout share is chosen per process), in patching order. Routing
+#: has no module: it is not shipped (README, "Routing"), and its flag only says so.
+COMPONENTS: Tuple[Tuple[str, str, Optional[str], Flag, bool], ...] = (
+    ("rate_limiter", "FAST_LITELLM_RUST_RATE_LIMITING", "fast_litellm.limiter", Flag("on"), True),
+    ("router", "FAST_LITELLM_RUST_ROUTER", "fast_litellm.router", Flag("on"), True),
+    ("connection_pool", "FAST_LITELLM_RUST_CONNECTION_POOL", "fast_litellm.pool", Flag("on"), False),
+    ("routing", "FAST_LITELLM_RUST_ROUTING", None, Flag("off"), False),
 )
 ROUTING_NOT_SHIPPED = "not shipped: LiteLLM's own deployment selection is used (README, Routing)"
 
@@ -306,8 +326,8 @@ def install_all(env: Mapping[str, str] = os.environ, region: Optional[Any] = Non
     `region` receives the host-wide totals of the components' counts."""
     global _host_region
     _host_region = region
-    for name, env_var, module_name, default in COMPONENTS:
-        c = component(name, env_var, default, env=env)
+    for name, env_var, module_name, default, per_process in COMPONENTS:
+        c = component(name, env_var, default, env=env, per_process=per_process)
         if module_name is None:
             if c.flag.enabled:
                 log.warning("fast_litellm: %s=%s has no effect: %s", env_var, c.flag, ROUTING_NOT_SHIPPED)
