@@ -59,7 +59,7 @@ def test_the_text_view_and_that_it_never_changes_the_region(region_path, busy_re
     assert out.returncode == 0, out.stderr
     assert digest(region_path) == before, "the inspector wrote to the region"
     text = out.stdout
-    assert "layout v1" in text and "capacity 1024" in text
+    assert "layout v2" in text and "capacity 1024" in text
     assert "{api_key:key-4}:requests" in text and "deployment:gpt-4o" in text
     assert f"{os.getpid()}:2" in text
     # The path may also come from the environment.
