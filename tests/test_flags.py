@@ -59,3 +59,45 @@ emit({"log": stream.getvalue(), "routing": fast_litellm.status()["routing"]})
     assert on["routing"]["state"] == "off" and "not shipped" in on["routing"]["reason"]
     default = run_python(code, {"FAST_LITELLM_SHM": "off"})
     assert "FAST_LITELLM_RUST_ROUTING" not in default["log"]
+
+
+ORDER = """
+import importlib
+first, second = {order}
+importlib.import_module(first)
+importlib.import_module(second)
+import fast_litellm
+from litellm.proxy.hooks.parallel_request_limiter_v3 import _PROXY_MaxParallelRequestsHandler_v3 as Limiter
+from litellm.router_utils.client_initalization_utils import MaxParallelRequestsLimit
+status = fast_litellm.status()
+patched = {{
+    "limiter": hasattr(Limiter.__dict__["in_memory_cache_sliding_window"], "__fast_litellm_original__"),
+    "slots": hasattr(MaxParallelRequestsLimit.__dict__["acquire"], "__fast_litellm_original__"),
+}}
+fast_litellm.remove_acceleration()
+restored = not any(hasattr(v, "__fast_litellm_original__")
+                   for cls in (Limiter, MaxParallelRequestsLimit) for v in vars(cls).values())
+emit({{"states": {{k: v["state"] for k, v in status.items()}}, "patched": patched, "restored": restored}})
+"""
+
+
+@pytest.mark.timeout(180)
+@pytest.mark.parametrize("order", [("fast_litellm", "litellm"), ("litellm", "fast_litellm")])
+def test_import_order_does_not_matter_and_remove_restores(order, region_path):
+    out = run_python(ORDER.format(order=order), {"FAST_LITELLM_SHM": region_path})
+    assert out["states"] == {"rate_limiter": "on", "router": "on", "connection_pool": "on", "routing": "off"}
+    assert out["patched"] == {"limiter": True, "slots": True}
+    assert out["restored"], "remove_acceleration() put every original back"
+
+
+@pytest.mark.timeout(180)
+@pytest.mark.parametrize("variable, component", [
+    ("FAST_LITELLM_RUST_RATE_LIMITING", "rate_limiter"),
+    ("FAST_LITELLM_RUST_ROUTER", "router"),
+    ("FAST_LITELLM_RUST_CONNECTION_POOL", "connection_pool"),
+])
+def test_each_component_flag_turns_its_component_off_alone(variable, component, region_path):
+    out = run_python(STATUS, {"FAST_LITELLM_SHM": region_path, variable: "false"})
+    states = {k: v["state"] for k, v in out["status"].items()}
+    assert states.pop(component) == "off" and out["status"][component]["patched"] == []
+    assert set(states.values()) - {"off"} == {"on"} and states["routing"] == "off"
