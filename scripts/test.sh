@@ -3,6 +3,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
+scripts/ensure-redis.sh
 cargo test --release
 export LITELLM_LOCAL_MODEL_COST_MAP=True
 .venv/bin/python -m pytest -q tests
