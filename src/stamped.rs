@@ -405,15 +405,8 @@ impl Table {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::region::{open_anonymous, Dimensions};
+    use crate::table::tests::table;
 
-    fn table() -> Table {
-        let dims = Dimensions {
-            capacity: 1024,
-            max_workers: 8,
-        };
-        Table::new(open_anonymous(dims).unwrap(), dims)
-    }
 
     #[test]
     fn a_counter_of_an_older_window_counts_zero_in_the_new_one() {

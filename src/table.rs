@@ -672,13 +672,14 @@ pub(crate) fn read_name(s: &Slot) -> (String, bool) {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::region::{open_anonymous, Dimensions};
 
     const MS: u64 = 1_000_000;
 
-    fn table() -> Table {
+    /// A small anonymous table for unit tests.
+    pub(crate) fn table() -> Table {
         let dims = Dimensions {
             capacity: 1024,
             max_workers: 8,

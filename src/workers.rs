@@ -387,15 +387,8 @@ impl Table {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::region::{open_anonymous, Dimensions};
+    use crate::table::tests::table;
 
-    fn table() -> Table {
-        let dims = Dimensions {
-            capacity: 1024,
-            max_workers: 8,
-        };
-        Table::new(open_anonymous(dims).unwrap(), dims)
-    }
 
     fn dead_pid() -> u32 {
         let mut child = std::process::Command::new("true").spawn().unwrap();
