@@ -74,6 +74,9 @@ fn full(key: &str) -> PyErr {
     ))
 }
 
+/// window_reserve's answer: (allowed, first item that did not fit, [(window start, count)]).
+type ReserveResult = (bool, Option<usize>, Vec<(u32, u64)>);
+
 /// A caller's whole second (LiteLLM's `int(time)`), as the u32 stamps hold it.
 fn seconds(value: i64, what: &str) -> PyResult<u32> {
     u32::try_from(value)
@@ -491,7 +494,7 @@ impl PyRegion {
         &self,
         items: Vec<(String, String, u64, u64, i64)>,
         now_s: i64,
-    ) -> PyResult<(bool, Option<usize>, Vec<(u32, u64)>)> {
+    ) -> PyResult<ReserveResult> {
         let now = seconds(now_s, "now_s")?;
         let reserves = items
             .iter()
