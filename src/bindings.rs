@@ -490,11 +490,7 @@ impl PyRegion {
     /// (count + increment <= limit; a 0 increment: count < limit) at `now_s`, then all are
     /// added. Returns (allowed, index of the first that did not fit, [(window start, count)])
     /// with counts after the increments when allowed, as found otherwise.
-    fn window_reserve(
-        &self,
-        items: Vec<(String, String, u64, u64, i64)>,
-        now_s: i64,
-    ) -> PyResult<ReserveResult> {
+    fn window_reserve(&self, items: Vec<(String, String, u64, u64, i64)>, now_s: i64) -> PyResult<ReserveResult> {
         let now = seconds(now_s, "now_s")?;
         let reserves = items
             .iter()

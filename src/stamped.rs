@@ -15,7 +15,7 @@
 
 use crate::layout::{state, KIND_STAMPED};
 use crate::sys::now_ns;
-use crate::table::{Found, Table, TableFull};
+use crate::table::{join, split, Found, Table, TableFull};
 use std::sync::atomic::Ordering::*;
 
 const NS_PER_S: u64 = 1_000_000_000;
@@ -121,7 +121,7 @@ fn over(count: u64, delta: i64, cap: u64) -> bool {
 impl Table {
     fn stamped_state(&self, found: Found) -> Option<(u64, u64, u128)> {
         let st = self.slot(found.idx).state.load(Acquire);
-        let (lo, hi) = (st as u64, (st >> 64) as u64);
+        let (lo, hi) = split(st);
         (state::status(hi) == state::LIVE && state::generation(hi) == found.generation).then_some((lo, hi, st))
     }
 
@@ -200,8 +200,10 @@ impl Table {
                 } else {
                     base.saturating_sub(delta.unsigned_abs())
                 };
-                let new =
-                    (state::pack(state::LIVE, found.generation, count) as u128) << 64 | pack_lo(stamp, expires) as u128;
+                let new = join(
+                    pack_lo(stamp, expires),
+                    state::pack(state::LIVE, found.generation, count),
+                );
                 // AcqRel: each add is ordered after every add it builds on, in any process.
                 match s.state.compare_exchange_weak(st, new, AcqRel, Acquire) {
                     Ok(_) => {
@@ -213,7 +215,7 @@ impl Table {
                     }
                     Err(actual) => {
                         st = actual;
-                        (lo, hi) = (st as u64, (st >> 64) as u64);
+                        (lo, hi) = split(st);
                         if state::status(hi) != state::LIVE || state::generation(hi) != found.generation {
                             break; // Reclaimed: find it again.
                         }
@@ -231,8 +233,10 @@ impl Table {
                 continue;
             };
             let expires = expires_at(expiry, now_s());
-            let new =
-                (state::pack(state::LIVE, found.generation, value) as u128) << 64 | pack_lo(stamp, expires) as u128;
+            let new = join(
+                pack_lo(stamp, expires),
+                state::pack(state::LIVE, found.generation, value),
+            );
             if self
                 .slot(found.idx)
                 .state
@@ -264,7 +268,7 @@ impl Table {
                 },
                 now_s(),
             );
-            let new = (state::pack(state::LIVE, found.generation, 0) as u128) << 64 | pack_lo(now, expires) as u128;
+            let new = join(pack_lo(now, expires), state::pack(state::LIVE, found.generation, 0));
             if s.state.compare_exchange(st, new, AcqRel, Acquire).is_ok() {
                 return Ok((now, expires, true));
             }
@@ -406,7 +410,6 @@ impl Table {
 mod tests {
     use super::*;
     use crate::table::tests::table;
-
 
     #[test]
     fn a_counter_of_an_older_window_counts_zero_in_the_new_one() {

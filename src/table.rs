@@ -124,12 +124,12 @@ pub struct Table {
 }
 
 #[inline]
-fn split(v: u128) -> (u64, u64) {
+pub(crate) fn split(v: u128) -> (u64, u64) {
     (v as u64, (v >> 64) as u64)
 }
 
 #[inline]
-fn join(lo: u64, hi: u64) -> u128 {
+pub(crate) fn join(lo: u64, hi: u64) -> u128 {
     (hi as u128) << 64 | lo as u128
 }
 

@@ -389,7 +389,6 @@ mod tests {
     use super::*;
     use crate::table::tests::table;
 
-
     fn dead_pid() -> u32 {
         let mut child = std::process::Command::new("true").spawn().unwrap();
         let pid = child.id();
