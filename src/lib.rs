@@ -1,5 +1,6 @@
 //! fast_litellm's engine: a shared-memory counter table that holds rate limits and
-//! concurrency slots across every process of a host. Plain Rust; the PyO3 layer
+//! concurrency slots across every process of a host, and LiteLLM-exact token counting.
+//! Plain Rust; the PyO3 layer
 //! (`bindings`, behind the `python` feature) only converts.
 
 pub mod engine;
@@ -9,6 +10,7 @@ pub mod snapshot;
 pub mod stamped;
 pub mod sys;
 pub mod table;
+pub mod tokens;
 pub mod workers;
 
 #[cfg(feature = "python")]

@@ -303,13 +303,16 @@ def component(
     return c
 
 
-#: Every component: (name, flag variable, module whose `install(component)` patches LiteLLM,
-#: default flag, whether a rollout share is chosen per process), in patching order. Routing
+#: Every component: (name, flag variable, module whose `install(component)` patches LiteLLM
+#: (`module:function` names another function than `install`), default flag, whether a rollout
+#: share is chosen per process), in patching order. Routing
 #: has no module: it is not shipped (README, "Routing"), and its flag only says so.
 COMPONENTS: Tuple[Tuple[str, str, Optional[str], Flag, bool], ...] = (
     ("rate_limiter", "FAST_LITELLM_RUST_RATE_LIMITING", "fast_litellm.limiter", Flag("on"), True),
     ("router", "FAST_LITELLM_RUST_ROUTER", "fast_litellm.router", Flag("on"), True),
     ("connection_pool", "FAST_LITELLM_RUST_CONNECTION_POOL", "fast_litellm.pool", Flag("on"), False),
+    ("token_counting", "FAST_LITELLM_RUST_TOKEN_COUNTING", "fast_litellm.tokens", Flag("on"), False),
+    ("batch_token_counting", "FAST_LITELLM_BATCH_TOKEN_COUNTING", "fast_litellm.tokens:install_batch", Flag("on"), False),
     ("routing", "FAST_LITELLM_RUST_ROUTING", None, Flag("off"), False),
 )
 ROUTING_NOT_SHIPPED = "not shipped: LiteLLM's own deployment selection is used (README, Routing)"
@@ -336,7 +339,8 @@ def install_all(env: Mapping[str, str] = os.environ, region: Optional[Any] = Non
         if not c.flag.enabled:
             continue
         try:
-            importlib.import_module(module_name).install(c)
+            module, _, function = module_name.partition(":")
+            getattr(importlib.import_module(module), function or "install")(c)
         except Decline as why:
             c.restore()
             c.reason = str(why)

@@ -1,5 +1,7 @@
 //! The PyO3 layer: converts between Python and the engine's plain Rust types, nothing more.
 
+mod tokens;
+
 use crate::engine::{Acquired, Region};
 use crate::region::{Attach, Dimensions, ErrorKind, RegionError as EngineError};
 use crate::snapshot::{HeaderInfo, KeyInfo, Stats, WorkerInfo};
@@ -647,6 +649,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("DEFAULT_CAPACITY", crate::region::DEFAULT_CAPACITY)?;
     m.add("DEFAULT_MAX_WORKERS", crate::region::DEFAULT_MAX_WORKERS)?;
     m.add("SLOT_SIZE", crate::layout::SLOT_SIZE)?;
+    tokens::register(m)?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     Ok(())
 }

@@ -1,0 +1,288 @@
+"""token_counting: LiteLLM's token counts, computed in Rust, the same integers.
+
+What LiteLLM does
+    `litellm.token_counter` (litellm/utils.py, the same as litellm_core_utils/token_counter.py
+    `token_counter`) picks a tokenizer for the model on every call (`select_tokenizer`, then
+    `openai_tokenizer_encoding_name`: cl100k_base for unknown names and provider-prefixed ones,
+    o200k_base for gpt-4o / gpt-4.1 / gpt-5 ..., p50k_base for the davinci family), walks the
+    messages adding 3 tokens per message and 1 per name (4 and -1 for gpt-3.5-turbo-0301),
+    counts every text in 1024-character chunks (`TIKTOKEN_ENCODE_CHUNK_SIZE_CHARS`),
+    extrapolates past `TOKEN_COUNTER_MAX_EXACT_CHARS` characters, and adds 3 for the reply
+    plus the tool definitions and tool_choice.
+
+What this component does
+    1. `token_counter` (both module functions, and every module that copied either) does the
+       whole count in one native call: the model's encoding and message constants come from a
+       per-process cache filled by LiteLLM's own selection functions (dropped when LiteLLM's
+       model lists or `disable_hf_tokenizer_download` change), the message walk and the
+       counting run in Rust (`_native.TokenCounter.count_messages`), the tool definitions are
+       formatted by LiteLLM's own `_format_function_definitions`.
+    2. `_get_count_function`, which every other count of LiteLLM's goes through
+       (`messages_reach_token_count`, documents, PDFs, Anthropic blocks, and the calls that 1.
+       declines), returns the native counter for tiktoken encodings.
+    Long texts are counted with the GIL released, so LiteLLM's counting pool
+    (`offload_token_count`, 4 threads per event loop) counts in parallel. Encoders load on
+    the first count in each process, not at import (so not in a gunicorn master), and a
+    process forked after its parent counted loads its own (shared with nothing of the parent's).
+
+Declined (LiteLLM's own function runs, counted as `declined`)
+    Models with a Hugging Face tokenizer (llama, cohere command-r, pre-3 claude) unless
+    `litellm.disable_hf_tokenizer_download`; a custom tokenizer other than the openai one;
+    message shapes that need more than text (a high-detail image, an Anthropic image, a
+    document, a file, tool_use/tool_result blocks, search results) or that LiteLLM would
+    raise on; objects that are not exactly dicts and lists where those are expected (after
+    LiteLLM's own conversion of pydantic messages). For those, part 2 still counts the text.
+
+`count_tokens_batch(model, texts)` is `[litellm.token_counter(model=model, text=t) for t in
+texts]`, counted on every core at once (FAST_LITELLM_BATCH_TOKEN_COUNTING).
+"""
+
+from __future__ import annotations
+
+import inspect
+import sys
+from dataclasses import dataclass
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+
+from . import _native
+from ._acceleration import Component, Decline
+
+__all__ = ["count_tokens_batch", "install", "install_batch"]
+
+#: The most distinct model names whose plans are kept; past it the cache starts over (the
+#: proxy's /utils/token_counter takes any name a client sends).
+MAX_PLANS = 1024
+
+
+@dataclass(frozen=True)
+class Plan:
+    """How LiteLLM counts for one model: the encoding, and the per-message and per-name tokens."""
+
+    counter: _native.TokenCounter
+    per_message: int
+    per_name: int
+
+
+class _LiteLLM:
+    """The LiteLLM names the counting follows, looked up once at install."""
+
+    def __init__(self) -> None:
+        import litellm
+        import litellm.utils as utils
+        from litellm.litellm_core_utils import token_counter as core
+
+        self.litellm = litellm
+        self.utils = utils
+        self.core = core
+        base_tokens = inspect.signature(core.calculate_img_tokens).parameters["base_tokens"].default
+        self.image_tokens = (int(core.DEFAULT_IMAGE_TOKEN_COUNT), int(base_tokens))
+        self.chunking = (int(core.TIKTOKEN_ENCODE_CHUNK_SIZE_CHARS), int(core.TOKEN_COUNTER_MAX_EXACT_CHARS))
+        self.counters: Dict[str, _native.TokenCounter] = {}
+        self.plans: Dict[Any, Optional[Plan]] = {}
+        self.plans_state: Tuple[Any, ...] = ()
+
+    def counter(self, encoding: str) -> Optional[_native.TokenCounter]:
+        if encoding not in self.counters:
+            try:
+                self.counters[encoding] = _native.TokenCounter(encoding, *self.chunking)
+            except ValueError:  # r50k_base and the like: LiteLLM's own tiktoken counts those
+                return None
+        return self.counters[encoding]
+
+    def _state(self) -> Tuple[Any, ...]:
+        """What LiteLLM's tokenizer choice reads besides the model name."""
+        lt = self.litellm
+        lists = (lt.open_ai_chat_completion_models, lt.azure_llms, lt.cohere_models, lt.anthropic_models)
+        return (lt.disable_hf_tokenizer_download, *((id(x), len(x)) for x in lists))
+
+    def _make_plan(self, model: Optional[str], openai_tokenizer: bool) -> Optional[Plan]:
+        core, utils = self.core, self.utils
+        if model is None and not openai_tokenizer:
+            encoding = "cl100k_base"  # get_default_encoding()
+        else:
+            if (
+                not openai_tokenizer
+                and self.litellm.disable_hf_tokenizer_download is not True
+                and utils.huggingface_tokenizer_kind(model) is not None
+            ):
+                return None
+            encoding = core.openai_tokenizer_encoding_name(model)
+        counter = self.counter(encoding)
+        if counter is None:
+            return None
+        legacy = core.uses_legacy_message_accounting(model)
+        return Plan(counter, 4 if legacy else 3, -1 if legacy else 1)
+
+    def plan(self, model: Any, custom_tokenizer: Any) -> Plan:
+        """The plan LiteLLM would follow for this call; Decline when it is not a tiktoken one."""
+        if model is not None and type(model) is not str:
+            raise Decline("model name is not a str")
+        if custom_tokenizer is None:
+            openai_tokenizer = False
+        elif type(custom_tokenizer) is dict and custom_tokenizer and custom_tokenizer.get("type") == "openai_tokenizer":
+            openai_tokenizer = True  # LiteLLM then counts with the model's own encoding
+        else:
+            raise Decline("custom tokenizer")
+        state = self._state()
+        if state != self.plans_state or len(self.plans) >= MAX_PLANS:
+            self.plans.clear()
+            self.plans_state = state
+        key = (model, openai_tokenizer)
+        if key not in self.plans:
+            self.plans[key] = self._make_plan(model, openai_tokenizer)
+        plan = self.plans[key]
+        if plan is None:
+            raise Decline(f"model {model!r} does not count with a tiktoken encoding served here")
+        return plan
+
+
+_m: Optional[_LiteLLM] = None
+
+
+def _lite() -> _LiteLLM:
+    global _m
+    if _m is None:
+        _m = _LiteLLM()
+    return _m
+
+
+def _count_extra(m: _LiteLLM, counter: _native.TokenCounter, tools: Any, tool_choice: Any, includes_system: bool) -> int:
+    """`_count_extra`: the reply's 3 tokens, the tool definitions and tool_choice."""
+    tokens = 3
+    if tools:
+        tokens += counter.count(m.core._format_function_definitions(tools)) + 9
+        if includes_system:
+            tokens -= 4
+    if tool_choice == "none":
+        tokens += 1
+    elif isinstance(tool_choice, dict):
+        tokens += 7 + counter.count(str(tool_choice["function"]["name"]))
+    return tokens
+
+
+def token_counter(
+    model: Any = "",
+    custom_tokenizer: Any = None,
+    text: Any = None,
+    messages: Any = None,
+    count_response_tokens: Any = False,
+    tools: Any = None,
+    tool_choice: Any = None,
+    use_default_image_token_count: Any = False,
+    default_token_count: Any = None,
+) -> int:
+    """LiteLLM's `token_counter`, one native call for the usual shapes (see the module doc)."""
+    m = _lite()
+    if m.litellm.disable_token_counter is True:
+        return 0
+    plan = m.plan(model, custom_tokenizer)
+    counter = plan.counter
+    if text is not None:
+        if messages is not None or tools or tool_choice:
+            raise Decline("LiteLLM refuses text with messages, tools or tool_choice")
+        if isinstance(text, str):
+            return counter.count(text)
+        if isinstance(text, list):
+            return counter.count("".join(t for t in text if isinstance(t, str)))
+        raise Decline("text is neither a str nor a list")
+    if messages is None:
+        raise Decline("neither text nor messages")
+    default_image, base_image = m.image_tokens
+    args = (plan.per_message, plan.per_name, bool(use_default_image_token_count), default_image, base_image)
+    counted = counter.count_messages(messages, *args)
+    if counted is None:
+        try:  # pydantic messages: LiteLLM's own conversion, then the same walk
+            counted = counter.count_messages(m.utils.convert_list_message_to_dict(messages), *args)
+        except TypeError:
+            counted = None
+        if counted is None:
+            raise Decline("a message shape LiteLLM counts itself")
+    tokens, includes_system = counted
+    if count_response_tokens is False:
+        try:
+            tokens += _count_extra(m, counter, tools, tool_choice, includes_system)
+        except (AttributeError, KeyError, TypeError, ValueError) as error:
+            raise Decline(f"tools or tool_choice LiteLLM would refuse: {error!r}") from None
+    return tokens
+
+
+def get_count_function(model: Any, custom_tokenizer: Any = None) -> Callable[[str], int]:
+    """LiteLLM's `_get_count_function`: the native counter for a tiktoken encoding."""
+    return _lite().plan(model, custom_tokenizer).counter.count
+
+
+TOKEN_COUNTER_PARAMETERS = (
+    "model", "custom_tokenizer", "text", "messages", "count_response_tokens", "tools", "tool_choice",
+    "use_default_image_token_count", "default_token_count",
+)
+#: Names of LiteLLM's that the replacements read; missing ones leave the component off.
+USED = (
+    "calculate_img_tokens", "DEFAULT_IMAGE_TOKEN_COUNT", "TIKTOKEN_ENCODE_CHUNK_SIZE_CHARS",
+    "TOKEN_COUNTER_MAX_EXACT_CHARS", "openai_tokenizer_encoding_name", "uses_legacy_message_accounting",
+    "_format_function_definitions",
+)
+
+
+def _check_litellm(m: _LiteLLM) -> None:
+    """Declines, naming them, when LiteLLM's functions do not look as the replacements expect."""
+    problems = [f"token_counter.{name} missing" for name in USED if not hasattr(m.core, name)]
+    problems += [
+        f"utils.{name} missing"
+        for name in ("huggingface_tokenizer_kind", "convert_list_message_to_dict")
+        if not hasattr(m.utils, name)
+    ]
+    for owner, expected in (
+        (m.core.token_counter, TOKEN_COUNTER_PARAMETERS),
+        (m.utils.token_counter, TOKEN_COUNTER_PARAMETERS),
+        (m.core._get_count_function, ("model", "custom_tokenizer")),
+    ):
+        found = tuple(inspect.signature(owner).parameters)
+        if found != expected:
+            problems.append(f"{owner.__module__}.{owner.__name__}{found} is not {expected}")
+    if problems:
+        raise Decline(f"LiteLLM does not match 1.106: {'; '.join(problems)}")
+
+
+def install(c: Component) -> None:
+    m = _lite()
+    _check_litellm(m)
+    for owner, attribute, accelerated in (
+        (m.core, "token_counter", token_counter),
+        (m.utils, "token_counter", token_counter),
+        (m.core, "_get_count_function", get_count_function),
+    ):
+        if not c.patch(owner, attribute, accelerated):
+            raise Decline(f"{owner.__name__}.{attribute} is missing in this LiteLLM")
+
+
+def _count_batch(model: Any, texts: List[str]) -> List[int]:
+    """One text at a time through `litellm.token_counter` (what the batch must equal)."""
+    import litellm
+
+    return [litellm.token_counter(model=model, text=text) for text in texts]
+
+
+def _count_batch_native(model: Any, texts: List[str]) -> List[int]:
+    m = _lite()
+    if m.litellm.disable_token_counter is True:
+        return [0] * len(texts)
+    return m.plan(model, None).counter.count_batch(texts)
+
+
+def install_batch(c: Component) -> None:
+    m = _lite()
+    _check_litellm(m)
+    c.patch(sys.modules[__name__], "_count_batch", _count_batch_native)
+
+
+def count_tokens_batch(model: Optional[str], texts: Sequence[str]) -> List[int]:
+    """`[litellm.token_counter(model=model, text=t) for t in texts]`: the same integers,
+    counted on every core at once (Rust threads, GIL released) when the model counts with a
+    tiktoken encoding and FAST_LITELLM_BATCH_TOKEN_COUNTING is on; one at a time otherwise."""
+    if isinstance(texts, str):
+        raise TypeError("count_tokens_batch: texts must be a sequence of str, not one str")
+    texts = list(texts)
+    for index, text in enumerate(texts):
+        if not isinstance(text, str):
+            raise TypeError(f"count_tokens_batch: texts[{index}] is {type(text).__name__}, not str")
+    return _count_batch(model, texts)
