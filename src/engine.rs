@@ -6,7 +6,6 @@ use crate::region::{self, Attach, Dimensions, OpenOptions, RegionError};
 use crate::table::{Decision, FullPolicy, Hit, MultiDecision, Table, TableFull};
 use crate::workers::{NotHeld, SlotError};
 use std::path::{Path, PathBuf};
-use crate::sys;
 use std::sync::atomic::{AtomicU64, Ordering::*};
 use std::sync::Once;
 
@@ -14,18 +13,18 @@ use std::sync::Once;
 /// slot held by a killed process can cause a refusal.
 pub const REAP_INTERVAL_NS: u64 = 1_000_000_000;
 
+static FORK_GENERATION: AtomicU64 = AtomicU64::new(0);
 static ATFORK: Once = Once::new();
 
 extern "C" fn after_fork_in_child() {
-    // Async-signal-safe: an atomic store only.
+    // Async-signal-safe: atomic stores only.
+    FORK_GENERATION.fetch_add(1, Relaxed);
     crate::workers::reset_after_fork();
 }
 
-fn install_fork_hooks() {
-    // The generation counter's hook first, so a fork is never seen by one hook only.
-    sys::fork_generation();
+fn install_fork_hook() {
     ATFORK.call_once(|| {
-        // SAFETY: registers a child handler that only touches a static atomic; the other two
+        // SAFETY: registers a handler that only touches a static atomic; the other two
         // handlers are absent.
         unsafe { libc::pthread_atfork(None, None, Some(after_fork_in_child)) };
     });
@@ -52,7 +51,7 @@ pub struct Region {
     path: Option<PathBuf>,
     attach: Attach,
     policy: FullPolicy,
-    /// sys::fork_generation() (low 32 bits) << 32 | (this process's worker entry + 1); 0 before
+    /// FORK_GENERATION (low 32 bits) << 32 | (this process's worker entry + 1); 0 before
     /// registration. One word, so no thread can pair a new generation with an old entry.
     registration: AtomicU64,
 }
@@ -65,7 +64,7 @@ impl Region {
     /// Creates or attaches the region at `path`, or an anonymous one shared with forked children.
     /// `dims` set explicitly must match an existing region.
     pub fn open(path: Option<&Path>, dims: Option<Dimensions>, policy: FullPolicy) -> Result<Region, RegionError> {
-        install_fork_hooks();
+        install_fork_hook();
         let opts = OpenOptions {
             dims: dims.unwrap_or_default(),
             explicit: dims.is_some(),
@@ -113,7 +112,7 @@ impl Region {
 
     /// This process's worker entry, registering it first if this process is new (a fork).
     pub fn worker_index(&self) -> Result<usize, RegionError> {
-        let generation = sys::fork_generation();
+        let generation = FORK_GENERATION.load(Relaxed);
         let current = self.registration.load(Acquire);
         if current != 0 && current >> 32 == generation & 0xffff_ffff {
             return Ok((current & 0xffff_ffff) as usize - 1);
@@ -183,7 +182,7 @@ impl Region {
     /// Gives back what this process holds and frees its worker entry.
     pub fn close(&self) {
         let current = self.registration.swap(0, AcqRel);
-        if current != 0 && current >> 32 == sys::fork_generation() & 0xffff_ffff {
+        if current != 0 && current >> 32 == FORK_GENERATION.load(Relaxed) & 0xffff_ffff {
             self.table.deregister((current & 0xffff_ffff) as usize - 1);
         }
     }

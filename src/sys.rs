@@ -1,8 +1,6 @@
-//! The few things the engine asks of the OS: the clock, the boot id, process liveness and forks.
+//! The few things the engine asks of the OS: the clock, the boot id and process liveness.
 
 use std::fs;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
-use std::sync::Once;
 
 /// Nanoseconds of CLOCK_BOOTTIME: one clock for every process of the host, never stepped by
 /// NTP or an admin (unlike CLOCK_REALTIME) and still counting during suspend (unlike
@@ -28,26 +26,6 @@ pub fn unix_ns() -> u64 {
 pub fn boot_id() -> [u8; 16] {
     let text = fs::read_to_string("/proc/sys/kernel/random/boot_id").unwrap_or_default();
     xxhash_rust::xxh3::xxh3_128(text.trim().as_bytes()).to_le_bytes()
-}
-
-static FORK_GENERATION: AtomicU64 = AtomicU64::new(0);
-static ATFORK: Once = Once::new();
-
-extern "C" fn count_fork_in_child() {
-    // Async-signal-safe: one atomic add.
-    FORK_GENERATION.fetch_add(1, Relaxed);
-}
-
-/// How many forks separate this process from the first one that asked: state made by a
-/// parent (a registration, a tokenizer's regex caches) compares it to know it is inherited.
-/// The first call installs the counting hook; a fork before it is not seen.
-pub fn fork_generation() -> u64 {
-    ATFORK.call_once(|| {
-        // SAFETY: registers a child handler that only touches a static atomic; the other two
-        // handlers are absent.
-        unsafe { libc::pthread_atfork(None, None, Some(count_fork_in_child)) };
-    });
-    FORK_GENERATION.load(Relaxed)
 }
 
 pub fn pid() -> u32 {

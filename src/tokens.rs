@@ -3,11 +3,11 @@
 //! its own with special-token text treated as ordinary text, the counts summed; and past a
 //! length limit, counted on evenly spaced samples and extrapolated. Plain Rust, no Python.
 //!
-//! Encoders are loaded on first use, once per process. A process forked after its parent
-//! loaded one loads its own: the regex caches inside an encoder carry locks that a thread of
-//! the parent may have held at the fork, and that thread does not exist in the child.
+//! Encoders are loaded on first use, once per process, and never freed. A process forked
+//! after its parent loaded one uses the parent's copy (shared pages): nothing in an encoder
+//! can block after a fork, since the regex crate's scratch pools only ever `try_lock` and
+//! make a fresh cache when that fails (regex-automata util/pool.rs), and loading holds no lock.
 
-use crate::sys;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::ptr;
 use std::sync::atomic::{AtomicPtr, Ordering::*};
@@ -71,43 +71,36 @@ pub struct Chunking {
 
 impl Chunking {
     /// LiteLLM 1.106's defaults.
-    pub const LITELLM: Chunking = Chunking { chunk_chars: 1024, max_exact_chars: 4_000_000 };
+    pub const LITELLM: Chunking = Chunking {
+        chunk_chars: 1024,
+        max_exact_chars: 4_000_000,
+    };
     /// `EXTRAPOLATION_SAMPLES` in litellm_core_utils/token_counter.py.
     pub const SAMPLES: usize = 16;
 }
 
-struct Loaded {
-    fork_generation: u64,
-    bpe: CoreBPE,
-}
+static LOADED: [AtomicPtr<CoreBPE>; 3] = [const { AtomicPtr::new(ptr::null_mut()) }; 3];
 
-static LOADED: [AtomicPtr<Loaded>; 3] = [const { AtomicPtr::new(ptr::null_mut()) }; 3];
-
-/// This process's encoder, loaded on first use.
+/// The process's encoder, loaded on first use.
 fn encoder(encoding: Encoding) -> Result<&'static CoreBPE, TokenError> {
     let slot = &LOADED[encoding as usize];
-    loop {
-        // Read before building, so a fork during the build is seen by the next call.
-        let generation = sys::fork_generation();
-        let current = slot.load(Acquire);
-        // SAFETY: a non-null pointer in LOADED came from Box::into_raw below and is never
-        // freed (an encoder replaced after a fork is leaked on purpose: its pages stay shared
-        // with the parent, and a thread may still hold a reference), so it is valid for
-        // 'static. Acquire pairs with the Release of the publishing CAS: the Loaded is fully
-        // written before it is read.
-        if let Some(loaded) = unsafe { current.as_ref() } {
-            if loaded.fork_generation == generation {
-                return Ok(&loaded.bpe);
-            }
-        }
-        // Loading takes ~0.2 s; two threads may both build, one wins and the other drops its
-        // copy. No lock, so a fork in the middle leaves nothing held.
-        let fresh = Box::into_raw(Box::new(Loaded { fork_generation: generation, bpe: encoding.build()? }));
-        match slot.compare_exchange(current, fresh, AcqRel, Acquire) {
-            // SAFETY: just published; never freed (see above).
-            Ok(_) => return Ok(unsafe { &(*fresh).bpe }),
-            // SAFETY: `fresh` was never published, so this thread owns it alone.
-            Err(_) => drop(unsafe { Box::from_raw(fresh) }),
+    // SAFETY: a non-null pointer in LOADED came from Box::into_raw below and is never freed,
+    // so it is valid for 'static. Acquire pairs with the Release of the publishing CAS: the
+    // encoder is fully built before it is read.
+    if let Some(bpe) = unsafe { slot.load(Acquire).as_ref() } {
+        return Ok(bpe);
+    }
+    // Loading takes ~0.1 s; two threads may both build, one publishes and the other drops
+    // its copy. No lock, so a fork in the middle of a load leaves nothing held.
+    let fresh = Box::into_raw(Box::new(encoding.build()?));
+    match slot.compare_exchange(ptr::null_mut(), fresh, AcqRel, Acquire) {
+        // SAFETY: just published; never freed (see above).
+        Ok(_) => Ok(unsafe { &*fresh }),
+        Err(published) => {
+            // SAFETY: `fresh` was never published, so this thread owns it alone; `published`
+            // is valid for 'static (see above).
+            drop(unsafe { Box::from_raw(fresh) });
+            Ok(unsafe { &*published })
         }
     }
 }
@@ -175,7 +168,11 @@ fn char_slice(text: &str, start: usize, len: usize) -> &str {
     }
     let mut offsets = text.char_indices().map(|(i, _)| i).chain(std::iter::once(text.len()));
     let begin = offsets.nth(start).unwrap_or(text.len());
-    let end = if len == 0 { begin } else { offsets.nth(len - 1).unwrap_or(text.len()) };
+    let end = if len == 0 {
+        begin
+    } else {
+        offsets.nth(len - 1).unwrap_or(text.len())
+    };
     &text[begin..end]
 }
 
@@ -250,7 +247,10 @@ pub fn count_batch(
             .collect();
         handles
             .into_iter()
-            .map(|h| h.join().unwrap_or_else(|_| Err(TokenError("a counting thread panicked".into()))))
+            .map(|h| {
+                h.join()
+                    .unwrap_or_else(|_| Err(TokenError("a counting thread panicked".into())))
+            })
             .collect()
     });
     let mut all = Vec::with_capacity(texts.len());
@@ -264,7 +264,10 @@ pub fn count_batch(
 mod tests {
     use super::*;
 
-    const SMALL: Chunking = Chunking { chunk_chars: 4, max_exact_chars: 64 };
+    const SMALL: Chunking = Chunking {
+        chunk_chars: 4,
+        max_exact_chars: 64,
+    };
 
     #[test]
     fn names_round_trip() {
@@ -299,7 +302,15 @@ mod tests {
     #[test]
     fn chunks_are_counted_separately() {
         let text = "abcdefghijklmnop";
-        let whole = count(Encoding::Cl100kBase, text, Chunking { chunk_chars: 1000, max_exact_chars: 1000 }).unwrap();
+        let whole = count(
+            Encoding::Cl100kBase,
+            text,
+            Chunking {
+                chunk_chars: 1000,
+                max_exact_chars: 1000,
+            },
+        )
+        .unwrap();
         let chunked = count(Encoding::Cl100kBase, text, SMALL).unwrap();
         let by_hand: u64 = ["abcd", "efgh", "ijkl", "mnop"]
             .iter()
@@ -325,13 +336,20 @@ mod tests {
 
     #[test]
     fn batch_equals_one_at_a_time() {
-        let owned: Vec<String> =
-            (0..300).map(|i| format!("text {i} {}", "word é ".repeat(i * 7 % 500))).collect();
+        let owned: Vec<String> = (0..300)
+            .map(|i| format!("text {i} {}", "word é ".repeat(i * 7 % 500)))
+            .collect();
         let texts: Vec<&str> = owned.iter().map(String::as_str).collect();
-        let one: Vec<u64> = texts.iter().map(|t| count(Encoding::O200kBase, t, SMALL).unwrap()).collect();
+        let one: Vec<u64> = texts
+            .iter()
+            .map(|t| count(Encoding::O200kBase, t, SMALL).unwrap())
+            .collect();
         for threads in [1, 2, 4, 64] {
             assert_eq!(count_batch(Encoding::O200kBase, &texts, SMALL, threads).unwrap(), one);
         }
-        assert_eq!(count_batch(Encoding::O200kBase, &[], SMALL, 4).unwrap(), Vec::<u64>::new());
+        assert_eq!(
+            count_batch(Encoding::O200kBase, &[], SMALL, 4).unwrap(),
+            Vec::<u64>::new()
+        );
     }
 }

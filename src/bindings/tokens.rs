@@ -78,7 +78,11 @@ impl<'py> Plan<'py> {
         let messages: Vec<Bound<'py, PyAny>> = if let Ok(list) = messages.cast_exact::<PyList>() {
             list.iter().collect()
         } else {
-            messages.cast_exact::<PyTuple>().map_err(|_| Unsupported)?.iter().collect()
+            messages
+                .cast_exact::<PyTuple>()
+                .map_err(|_| Unsupported)?
+                .iter()
+                .collect()
         };
         for message in &messages {
             self.read_message(exact_dict(message)?, rules)?;
@@ -210,7 +214,12 @@ pub struct PyTokenCounter {
 impl PyTokenCounter {
     fn count_str(&self, py: Python<'_>, text: &str) -> PyResult<u64> {
         let run = || tokens::count(self.encoding, text, self.chunking);
-        if text.len() >= DETACH_BYTES { py.detach(run) } else { run() }.map_err(to_py_err)
+        if text.len() >= DETACH_BYTES {
+            py.detach(run)
+        } else {
+            run()
+        }
+        .map_err(to_py_err)
     }
 
     /// A str with lone surrogates (no UTF-8 form): tiktoken replaces them chunk by chunk
@@ -260,9 +269,17 @@ impl PyTokenCounter {
             ))
         })?;
         if chunk_chars == 0 || max_exact_chars == 0 {
-            return Err(PyValueError::new_err("chunk_chars and max_exact_chars must be at least 1"));
+            return Err(PyValueError::new_err(
+                "chunk_chars and max_exact_chars must be at least 1",
+            ));
         }
-        Ok(PyTokenCounter { encoding, chunking: Chunking { chunk_chars, max_exact_chars } })
+        Ok(PyTokenCounter {
+            encoding,
+            chunking: Chunking {
+                chunk_chars,
+                max_exact_chars,
+            },
+        })
     }
 
     #[getter]
@@ -300,7 +317,12 @@ impl PyTokenCounter {
     /// `count` of each text, in parallel on up to `threads` threads (default: every core),
     /// with the GIL released.
     #[pyo3(signature = (texts, threads = None))]
-    fn count_batch(&self, py: Python<'_>, texts: Vec<Bound<'_, PyString>>, threads: Option<usize>) -> PyResult<Vec<u64>> {
+    fn count_batch(
+        &self,
+        py: Python<'_>,
+        texts: Vec<Bound<'_, PyString>>,
+        threads: Option<usize>,
+    ) -> PyResult<Vec<u64>> {
         if texts.iter().any(|t| t.to_str().is_err()) {
             return texts.iter().map(|t| self.count(py, t)).collect();
         }
@@ -334,7 +356,11 @@ impl PyTokenCounter {
             default_image_tokens,
             base_image_tokens,
         };
-        let mut plan = Plan { texts: Vec::new(), fixed: 0, includes_system: false };
+        let mut plan = Plan {
+            texts: Vec::new(),
+            fixed: 0,
+            includes_system: false,
+        };
         if plan.read_messages(messages, &rules).is_err() {
             return Ok(None);
         }
@@ -348,7 +374,9 @@ impl PyTokenCounter {
         }
         let bytes: usize = strs.iter().map(|s| s.len()).sum();
         let run = || -> Result<u64, TokenError> {
-            strs.iter().map(|s| tokens::count(self.encoding, s, self.chunking)).sum()
+            strs.iter()
+                .map(|s| tokens::count(self.encoding, s, self.chunking))
+                .sum()
         };
         counted += if bytes >= DETACH_BYTES { py.detach(run) } else { run() }.map_err(to_py_err)?;
         Ok(Some((plan.fixed + counted as i64, plan.includes_system)))
