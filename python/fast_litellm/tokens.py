@@ -22,8 +22,8 @@ What this component does
        declines), returns the native counter for tiktoken encodings.
     Long texts are counted with the GIL released, so LiteLLM's counting pool
     (`offload_token_count`, 4 threads per event loop) counts in parallel. Encoders load on
-    the first count in each process, not at import (so not in a gunicorn master), and a
-    process forked after its parent counted loads its own (shared with nothing of the parent's).
+    the first count in each process, not at import; `preload()` loads them now, so that
+    processes forked afterwards (gunicorn workers) share the parent's copy.
 
 Declined (LiteLLM's own function runs, counted as `declined`)
     Models with a Hugging Face tokenizer (llama, cohere command-r, pre-3 claude) unless
@@ -47,7 +47,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 from . import _native
 from ._acceleration import Component, Decline
 
-__all__ = ["count_tokens_batch", "install", "install_batch"]
+__all__ = ["count_tokens_batch", "install", "install_batch", "preload"]
 
 #: The most distinct model names whose plans are kept; past it the cache starts over (the
 #: proxy's /utils/token_counter takes any name a client sends).
@@ -71,15 +71,17 @@ class _LiteLLM:
         import litellm.utils as utils
         from litellm.litellm_core_utils import token_counter as core
 
-        self.litellm = litellm
-        self.utils = utils
-        self.core = core
-        base_tokens = inspect.signature(core.calculate_img_tokens).parameters["base_tokens"].default
-        self.image_tokens = (int(core.DEFAULT_IMAGE_TOKEN_COUNT), int(base_tokens))
-        self.chunking = (int(core.TIKTOKEN_ENCODE_CHUNK_SIZE_CHARS), int(core.TOKEN_COUNTER_MAX_EXACT_CHARS))
+        # Any: LiteLLM's modules are read by name, checked at install (_check_litellm).
+        self.litellm: Any = litellm
+        self.utils: Any = utils
+        self.core: Any = core
+        _check_litellm(self)
+        base_tokens = inspect.signature(self.core.calculate_img_tokens).parameters["base_tokens"].default
+        self.image_tokens = (int(self.core.DEFAULT_IMAGE_TOKEN_COUNT), int(base_tokens))
+        self.chunking = (int(self.core.TIKTOKEN_ENCODE_CHUNK_SIZE_CHARS), int(self.core.TOKEN_COUNTER_MAX_EXACT_CHARS))
         self.counters: Dict[str, _native.TokenCounter] = {}
         self.plans: Dict[Any, Optional[Plan]] = {}
-        self.plans_state: Tuple[Any, ...] = ()
+        self.watched = self._watched()
 
     def counter(self, encoding: str) -> Optional[_native.TokenCounter]:
         if encoding not in self.counters:
@@ -89,11 +91,22 @@ class _LiteLLM:
                 return None
         return self.counters[encoding]
 
-    def _state(self) -> Tuple[Any, ...]:
-        """What LiteLLM's tokenizer choice reads besides the model name."""
+    def _watched(self) -> Tuple[Any, ...]:
+        """What LiteLLM's tokenizer choice reads besides the model name: the HF switch, and
+        each model list with its size."""
         lt = self.litellm
         lists = (lt.open_ai_chat_completion_models, lt.azure_llms, lt.cohere_models, lt.anthropic_models)
-        return (lt.disable_hf_tokenizer_download, *((id(x), len(x)) for x in lists))
+        return (lt.disable_hf_tokenizer_download, *lists, *map(len, lists))
+
+    def _plans_stale(self) -> bool:
+        lt, w = self.litellm, self.watched
+        return (
+            lt.disable_hf_tokenizer_download is not w[0]
+            or lt.open_ai_chat_completion_models is not w[1] or len(w[1]) != w[5]
+            or lt.azure_llms is not w[2] or len(w[2]) != w[6]
+            or lt.cohere_models is not w[3] or len(w[3]) != w[7]
+            or lt.anthropic_models is not w[4] or len(w[4]) != w[8]
+        )
 
     def _make_plan(self, model: Optional[str], openai_tokenizer: bool) -> Optional[Plan]:
         core, utils = self.core, self.utils
@@ -118,24 +131,24 @@ class _LiteLLM:
         if model is not None and type(model) is not str:
             raise Decline("model name is not a str")
         if custom_tokenizer is None:
-            openai_tokenizer = False
+            key: Any = model
         elif type(custom_tokenizer) is dict and custom_tokenizer and custom_tokenizer.get("type") == "openai_tokenizer":
-            openai_tokenizer = True  # LiteLLM then counts with the model's own encoding
+            key = (model, "openai_tokenizer")  # LiteLLM then counts with the model's own encoding
         else:
             raise Decline("custom tokenizer")
-        state = self._state()
-        if state != self.plans_state or len(self.plans) >= MAX_PLANS:
+        if self._plans_stale() or len(self.plans) >= MAX_PLANS:
             self.plans.clear()
-            self.plans_state = state
-        key = (model, openai_tokenizer)
-        if key not in self.plans:
-            self.plans[key] = self._make_plan(model, openai_tokenizer)
-        plan = self.plans[key]
+            self.watched = self._watched()
+        plan = self.plans.get(key, _UNKNOWN)
+        if plan is _UNKNOWN:
+            plan = self.plans[key] = self._make_plan(model, custom_tokenizer is not None)
         if plan is None:
             raise Decline(f"model {model!r} does not count with a tiktoken encoding served here")
-        return plan
+        return plan  # type: ignore[return-value]
 
 
+#: A model not planned yet (None is a plan: "LiteLLM counts it itself").
+_UNKNOWN = object()
 _m: Optional[_LiteLLM] = None
 
 
@@ -245,7 +258,6 @@ def _check_litellm(m: _LiteLLM) -> None:
 
 def install(c: Component) -> None:
     m = _lite()
-    _check_litellm(m)
     for owner, attribute, accelerated in (
         (m.core, "token_counter", token_counter),
         (m.utils, "token_counter", token_counter),
@@ -270,8 +282,7 @@ def _count_batch_native(model: Any, texts: List[str]) -> List[int]:
 
 
 def install_batch(c: Component) -> None:
-    m = _lite()
-    _check_litellm(m)
+    _lite()
     c.patch(sys.modules[__name__], "_count_batch", _count_batch_native)
 
 
@@ -286,3 +297,11 @@ def count_tokens_batch(model: Optional[str], texts: Sequence[str]) -> List[int]:
         if not isinstance(text, str):
             raise TypeError(f"count_tokens_batch: texts[{index}] is {type(text).__name__}, not str")
     return _count_batch(model, texts)
+
+
+def preload(encodings: Sequence[str] = ("cl100k_base", "o200k_base")) -> None:
+    """Loads these encoders in this process now rather than on its first count. In a gunicorn
+    master before it forks, the workers then share one copy (pages nobody writes to) instead
+    of each building its own (README, Token counting)."""
+    for name in encodings:
+        _native.TokenCounter(name).preload()
