@@ -18,6 +18,8 @@ COMPONENT_FLAGS = [
     "FAST_LITELLM_RUST_ROUTER",
     "FAST_LITELLM_RUST_CONNECTION_POOL",
     "FAST_LITELLM_RUST_ROUTING",
+    "FAST_LITELLM_RUST_TOKEN_COUNTING",
+    "FAST_LITELLM_BATCH_TOKEN_COUNTING",
 ]
 
 
@@ -85,7 +87,10 @@ emit({{"states": {{k: v["state"] for k, v in status.items()}}, "patched": patche
 @pytest.mark.parametrize("order", [("fast_litellm", "litellm"), ("litellm", "fast_litellm")])
 def test_import_order_does_not_matter_and_remove_restores(order, region_path):
     out = run_python(ORDER.format(order=order), {"FAST_LITELLM_SHM": region_path})
-    assert out["states"] == {"rate_limiter": "on", "router": "on", "connection_pool": "on", "routing": "off"}
+    assert out["states"] == {
+        "rate_limiter": "on", "router": "on", "connection_pool": "on",
+        "token_counting": "on", "batch_token_counting": "on", "routing": "off",
+    }
     assert out["patched"] == {"limiter": True, "slots": True}
     assert out["restored"], "remove_acceleration() put every original back"
 
@@ -95,6 +100,8 @@ def test_import_order_does_not_matter_and_remove_restores(order, region_path):
     ("FAST_LITELLM_RUST_RATE_LIMITING", "rate_limiter"),
     ("FAST_LITELLM_RUST_ROUTER", "router"),
     ("FAST_LITELLM_RUST_CONNECTION_POOL", "connection_pool"),
+    ("FAST_LITELLM_RUST_TOKEN_COUNTING", "token_counting"),
+    ("FAST_LITELLM_BATCH_TOKEN_COUNTING", "batch_token_counting"),
 ])
 def test_each_component_flag_turns_its_component_off_alone(variable, component, region_path):
     out = run_python(STATUS, {"FAST_LITELLM_SHM": region_path, variable: "false"})
