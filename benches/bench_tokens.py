@@ -19,6 +19,11 @@ batch of 1,000 short texts (`fast_litellm.count_tokens_batch` against a loop of
 configuration checks that its counts equal LiteLLM's first.
 
 RSS: the resident memory of each interpreter after all its counting (encoders loaded).
+
+Memory per worker: a parent imports fast_litellm and forks 2 children (as a gunicorn master
+with --preload does), each counts with both encodings; the children's private memory (USS,
+smaps_rollup Private_*) and proportional share (PSS) are compared between encoders loaded
+lazily in each child and loaded once in the parent before the fork (`tokens.preload()`).
 """
 
 from __future__ import annotations
@@ -101,8 +106,8 @@ def child(config: str, repeats: int) -> Dict[str, Any]:
         else:
             tc = litellm.token_counter
 
-            def loop(texts: List[str], m: str = model) -> List[int]:
-                return [tc(model=m, text=t) for t in texts]
+            def loop(m: str = model) -> List[int]:
+                return [tc(model=m, text=t) for t in data["texts"]]
 
             calls = {
                 CASES[0]: lambda m=model: tc(model=m, messages=data["message"]),
@@ -123,6 +128,42 @@ def child(config: str, repeats: int) -> Dict[str, Any]:
     with open("/proc/self/status") as f:
         rss = next(int(line.split()[1]) for line in f if line.startswith("VmRSS:"))
     return {"results": results, "rss_kib": rss}
+
+
+def smaps_kib() -> Dict[str, int]:
+    fields: Dict[str, int] = {}
+    with open("/proc/self/smaps_rollup") as f:
+        for line in f:
+            parts = line.split()
+            if len(parts) >= 2 and parts[1].isdigit():
+                fields[parts[0].rstrip(":")] = int(parts[1])
+    return {"pss": fields["Pss"], "uss": fields["Private_Clean"] + fields["Private_Dirty"]}
+
+
+def fork_memory(preload: bool) -> Dict[str, float]:
+    """The mean USS and PSS (KiB) of 2 forked children that counted with both encodings."""
+    import litellm
+    from fast_litellm import tokens
+
+    if preload:
+        tokens.preload()
+    readers, pids = [], []
+    for _ in range(2):
+        r, w = os.pipe()
+        pid = os.fork()
+        if pid == 0:
+            for model in MODELS:
+                litellm.token_counter(model=model, messages=[{"role": "user", "content": PARAGRAPH}])
+            os.write(w, json.dumps(smaps_kib()).encode())
+            os._exit(0)
+        os.close(w)
+        readers.append(r)
+        pids.append(pid)
+    got = []
+    for r, pid in zip(readers, pids):
+        got.append(json.loads(os.read(r, 4096).decode()))
+        os.waitpid(pid, 0)
+    return {k: statistics.mean(g[k] for g in got) for k in ("uss", "pss")}
 
 
 def run_child(config: str, repeats: int) -> Dict[str, Any]:
@@ -155,17 +196,23 @@ def main(argv: Optional[List[str]] = None) -> int:
     p.add_argument("--rounds", type=int, default=5)
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--json", metavar="FILE")
-    p.add_argument("--child", choices=CONFIGS, help=argparse.SUPPRESS)
+    p.add_argument("--child", choices=CONFIGS + ("fork-lazy", "fork-preload"), help=argparse.SUPPRESS)
     args = p.parse_args(argv)
+    if args.child in ("fork-lazy", "fork-preload"):
+        print(json.dumps(fork_memory(args.child == "fork-preload")))
+        return 0
     if args.child:
         print(json.dumps(child(args.child, args.repeats)))
         return 0
     rounds, repeats = (1, 2) if args.quick else (args.rounds, args.repeats)
     runs: Dict[str, List[Dict[str, Any]]] = {c: [] for c in CONFIGS}
+    forks: Dict[str, List[Dict[str, float]]] = {"fork-lazy": [], "fork-preload": []}
     for r in range(rounds):
         for config in CONFIGS:
             log(f"round {r + 1}/{rounds}: {config}")
             runs[config].append(run_child(config, repeats))
+        for kind in forks:
+            forks[kind].append(run_child(kind, repeats))
     for key, want in runs["litellm"][0]["results"].items():
         got = runs["fast_litellm"][0]["results"][key]["value"]
         if got != want["value"]:
@@ -184,9 +231,15 @@ def main(argv: Optional[List[str]] = None) -> int:
     rss = {c: statistics.median(run["rss_kib"] for run in runs[c]) / 1024 for c in CONFIGS}
     print(f"\nRSS after counting (MiB, median): litellm {rss['litellm']:.0f}, fast_litellm {rss['fast_litellm']:.0f}, "
           f"tiktoken alone {rss['tiktoken']:.0f}")
+    fork = {kind: {k: statistics.median(run[k] for run in runs_) / 1024 for k in ("uss", "pss")} for kind, runs_ in forks.items()}
+    print("\nPer forked worker, after counting with both encodings (MiB, median):\n")
+    print("| encoders loaded | worker USS (private) | worker PSS |")
+    print("|---|---:|---:|")
+    print(f"| lazily, in each worker (the default) | {fork['fork-lazy']['uss']:.1f} | {fork['fork-lazy']['pss']:.1f} |")
+    print(f"| once in the parent (`tokens.preload()`) | {fork['fork-preload']['uss']:.1f} | {fork['fork-preload']['pss']:.1f} |")
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"versions": v, "median_us": median, "rss_mib": rss}, f, indent=2)
+            json.dump({"versions": v, "median_us": median, "rss_mib": rss, "fork_mib": fork}, f, indent=2)
     return 0
 
 

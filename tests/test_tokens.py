@@ -180,6 +180,35 @@ def test_a_forked_child_counts_in_a_thread_after_the_parent_loaded_the_encoder()
     assert got["child"] == got["parent"] > 0
 
 
+FORK_DURING_LOAD = r"""
+import os, threading, time
+import fast_litellm
+from fast_litellm import _native
+counter = _native.TokenCounter("o200k_base")
+loader = threading.Thread(target=counter.preload)   # the load runs with the GIL released
+loader.start()
+time.sleep(0.005)                                    # fork while it loads (~50 ms)
+r, w = os.pipe()
+pid = os.fork()
+if pid == 0:
+    os.write(w, str(counter.count("Hello from the child of a fork during a load")).encode())
+    os._exit(0)
+os.close(w)
+child = int(os.read(r, 64).decode() or -1)
+os.waitpid(pid, 0)
+loader.join()
+emit({"child": child, "parent": counter.count("Hello from the child of a fork during a load")})
+"""
+
+
+def test_a_fork_while_another_thread_loads_an_encoder_leaves_the_child_able_to_count():
+    """bpe-openai builds encoders in a LazyLock; a child forked mid-build would wait on it
+    forever, so a fork waits for the load to finish (the timeout is the failure)."""
+    for _ in range(3):
+        got = run_python(FORK_DURING_LOAD, env={"FAST_LITELLM_SHM": "off"}, timeout=60)
+        assert got["child"] == got["parent"] > 0
+
+
 BATCH_CHECK = r"""
 import random
 import fast_litellm, litellm

@@ -388,6 +388,8 @@ impl PyTokenCounter {
 }
 
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    // At import, before any thread of this process can load an encoder.
+    tokens::install_fork_guard();
     m.add_class::<PyTokenCounter>()?;
     m.add("TokenCountError", m.py().get_type::<TokenCountError>())?;
     Ok(())
