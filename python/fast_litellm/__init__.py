@@ -15,5 +15,7 @@ from .tokens import count_tokens_batch
 
 __all__ = ["ConfigError", "__version__", "count_tokens_batch", "remove_acceleration", "shm", "status"]
 
-_acceleration.install_all(region=None if _acceleration.disabled() else shm.region())
+_region = None if _acceleration.disabled() else shm.region()
+_acceleration.install_all(region=_region)
+_acceleration.check_import_order(_region)
 announce()

@@ -17,6 +17,7 @@ replacement runs behind the same guard:
 from __future__ import annotations
 
 import functools
+import gc
 import importlib
 import inspect
 import logging
@@ -24,6 +25,7 @@ import os
 import random
 import sys
 import threading
+import types
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple
 
@@ -374,3 +376,106 @@ def announce() -> None:
     _announced = True
     active = [name for name, c in _components.items() if c.active]
     log.info("fast_litellm: active components = %s", active)
+
+
+def _target(owner: Any, attribute: str) -> str:
+    return f"{getattr(owner, '__name__', owner)}.{attribute}"
+
+
+def _describe(holder: Any, held: Any) -> str:
+    """Names an object that holds `held`: a module's global, a bound method, a container."""
+    if isinstance(holder, dict):
+        names = ", ".join(str(k) for k, v in holder.items() if v is held)
+        for module in list(sys.modules.values()):
+            if getattr(module, "__dict__", None) is holder:
+                return f"module {module.__name__} (as {names})"
+        return f"a dict of {len(holder)} entries"
+    if isinstance(holder, types.MethodType):
+        return f"a bound method of a {type(holder.__self__).__name__} made before the import"
+    if isinstance(holder, functools.partial):
+        return "a functools.partial made before the import"
+    if isinstance(holder, (list, tuple, set)):
+        return f"a {type(holder).__name__} of {len(holder)} items (a callback list?) filled before the import"
+    return f"a {type(holder).__name__}"
+
+
+def _held(holder: Any) -> List[Any]:
+    """What a referrer found by gc holds, for the kinds that can keep a function."""
+    if isinstance(holder, dict):
+        return list(holder.values())
+    if isinstance(holder, types.MethodType):
+        return [holder.__func__]
+    if isinstance(holder, functools.partial):
+        return [holder.func]
+    if isinstance(holder, (list, tuple, set, frozenset)):
+        return list(holder)
+    return []
+
+
+def stale_references() -> List[str]:
+    """What still holds an original that fast_litellm replaced, other than fast_litellm itself:
+    objects made before `import fast_litellm` that kept LiteLLM's own function (a callback
+    list, a bound method, a partial, a global copied under a name nobody patched). Calls
+    through them are not accelerated and, for the limiter and router, count outside the
+    region."""
+    originals: Dict[int, Tuple[Component, Any, str, Any]] = {}
+    for c in _components.values():
+        for owner, attribute, original in c.patches:
+            func = getattr(original, "__func__", original)
+            originals.setdefault(id(func), (c, owner, attribute, func))
+    if not originals:
+        return []
+    found: List[str] = []
+    funcs = [entry[3] for entry in originals.values()]
+    own = {id(funcs), id(originals)} | {id(entry) for entry in originals.values()}
+    for holder in gc.get_referrers(*funcs):
+        if id(holder) in own or isinstance(holder, (types.CellType, types.FrameType)):
+            continue  # this check's own lists, the guards' closures, running frames
+        if isinstance(holder, tuple) and len(holder) == 3 and id(getattr(holder[2], "__func__", holder[2])) in originals:
+            continue  # Component.patches records
+        if isinstance(holder, dict) and "__fast_litellm_original__" in holder:
+            continue  # a guard's own __dict__ (__wrapped__)
+        if isinstance(holder, (staticmethod, classmethod)):
+            continue  # the original descriptor, kept by Component.patches
+        for item in _held(holder):
+            if id(item) in originals:
+                c, owner, attribute, func = originals[id(item)]
+                found.append(f"{c.name}: LiteLLM's own {_target(owner, attribute)} is still held by {_describe(holder, func)}")
+                break
+    return sorted(set(found))
+
+
+def _worker_with_private_region(region: Optional[Any]) -> Optional[str]:
+    """The parent's command line when this process looks like a server's worker (gunicorn,
+    uvicorn, litellm --num_workers) that made its own anonymous region: its limits would be its
+    own. None otherwise."""
+    if region is None or getattr(region, "path", None) is not None:
+        return None
+    try:
+        with open(f"/proc/{os.getppid()}/cmdline", "rb") as f:
+            argv = f.read().decode(errors="replace").split("\0")
+    except OSError:
+        return None
+    # "gunicorn ...", "python .../gunicorn ...", "python -m uvicorn ...", or gunicorn's own
+    # process title "gunicorn: master [app:app]".
+    names = [os.path.basename(arg) for arg in argv[:3]]
+    if any(name.split(":")[0] in _SERVERS for name in names):
+        return " ".join(argv).strip()
+    return None
+
+
+_SERVERS = ("gunicorn", "uvicorn", "litellm", "litellm-proxy")
+
+
+def check_import_order(region: Optional[Any]) -> None:
+    """Says loudly, at ERROR, what the import order left unaccelerated (README, Deploy)."""
+    for problem in stale_references():
+        log.error("fast_litellm: IMPORT ORDER: %s; import fast_litellm before LiteLLM (deploy/app.py does)", problem)
+    parent = _worker_with_private_region(region)
+    if parent is not None:
+        log.error(
+            "fast_litellm: IMPORT ORDER: imported in a worker of %r with FAST_LITELLM_SHM unset: this "
+            "process's region is its own and its limits count per worker. Import fast_litellm in the "
+            "master (gunicorn --preload, deploy/app.py) or set FAST_LITELLM_SHM=/dev/shm/fl",
+            parent,
+        )
