@@ -106,3 +106,14 @@ def test_missing_or_invalid_regions_exit_non_zero_with_a_message(region_path):
     assert out.returncode == 2 and "magic" in out.stderr
     out = inspect(FAST_LITELLM_SHM="")
     assert out.returncode == 2 and "FAST_LITELLM_SHM" in out.stderr
+
+
+def test_the_inspector_imports_no_litellm(region_path, busy_region):
+    """A debug tool for a live region: it neither patches nor imports LiteLLM (whose import
+    is slow and, without LITELLM_LOCAL_MODEL_COST_MAP, reaches for the network)."""
+    code = (
+        "import sys; sys.argv = ['fl-shm-inspect', sys.argv[1], '--json']; import fl_shm_inspect;"
+        " rc = fl_shm_inspect.main(); print('litellm' in sys.modules, rc)"
+    )
+    out = subprocess.run([os.sys.executable, "-c", code, region_path], capture_output=True, text=True, timeout=60)
+    assert out.stdout.strip().splitlines()[-1] == "False 0", out.stdout + out.stderr
