@@ -1,4 +1,4 @@
-.PHONY: setup test bench
+.PHONY: setup test bench demo
 # The README's commands. Each script also runs without make.
 setup:
 	scripts/setup.sh
@@ -6,3 +6,5 @@ test:
 	scripts/test.sh
 bench:
 	scripts/bench.sh
+demo:
+	scripts/demo.sh
