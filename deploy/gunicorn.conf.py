@@ -23,9 +23,11 @@ log = logging.getLogger("gunicorn.error")
 
 
 def _region():
-    from fast_litellm import shm
+    """The region the app's import mapped; None when there is none (FAST_LITELLM_DISABLE=1
+    maps nothing, and these hooks must not map it either)."""
+    from fast_litellm import _acceleration, shm
 
-    return shm.region()
+    return None if _acceleration.disabled() else shm.region()
 
 
 def when_ready(server):

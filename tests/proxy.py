@@ -1,0 +1,164 @@
+"""The real LiteLLM proxy under real gunicorn, for the end-to-end tests: deploy/app.py with
+deploy/gunicorn.conf.py (or plain gunicorn arguments), a config written per test, per-key
+limits from deploy/demo_auth.py, and deploy/mock_upstream.py on 127.0.0.1 as the only
+upstream."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from contextlib import contextmanager
+from typing import Dict, Iterator, List, Optional
+
+import httpx
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+DEPLOY = os.path.join(ROOT, "deploy")
+sys.path.insert(0, DEPLOY)
+import mock_upstream  # noqa: E402
+
+GUNICORN = os.path.join(os.path.dirname(sys.executable), "gunicorn")
+MASTER_KEY = "sk-feb40c8392005119bcda32d2082da2512853c17db8d63b296f3457d5c9521cc6"
+MESSAGE = {"role": "user", "content": "Hello"}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Upstream:
+    """The mock upstream, served from a thread of the test process."""
+
+    def __init__(self, slow_delay_s: float = 1.0) -> None:
+        mock_upstream.SLOW_DELAY_S = slow_delay_s
+        self.server = mock_upstream.serve(0)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/v1"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def stats(self) -> Dict:
+        return mock_upstream.STATS.snapshot()
+
+    def reset(self) -> None:
+        mock_upstream.STATS.reset()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def config(path: str, upstream: Upstream, models: List[Dict], router_settings: Optional[Dict] = None) -> str:
+    """A LiteLLM config.yaml (JSON is YAML) with `models` as (model_name, mock model, extra
+    litellm_params) and the demo's custom_auth."""
+    import json
+
+    model_list = [
+        {"model_name": m["name"], "litellm_params": {
+            "model": f"openai/{m['upstream']}", "api_base": upstream.url, "api_key": "mock", **m.get("params", {})}}
+        for m in models
+    ]
+    body = {
+        "model_list": model_list,
+        "general_settings": {"master_key": MASTER_KEY, "custom_auth": "demo_auth.user_api_key_auth"},
+        "router_settings": router_settings or {},
+    }
+    with open(path, "w") as f:
+        json.dump(body, f)
+    return path
+
+
+class Proxy:
+    def __init__(self, process: subprocess.Popen, port: int, log_path: str) -> None:
+        self.process = process
+        self.url = f"http://127.0.0.1:{port}"
+        self.log_path = log_path
+
+    def log(self) -> str:
+        with open(self.log_path, errors="replace") as f:
+            return f.read()
+
+    def worker_pids(self) -> List[int]:
+        out = subprocess.run(["pgrep", "-P", str(self.process.pid)], capture_output=True, text=True)
+        return [int(p) for p in out.stdout.split()]
+
+
+@contextmanager
+def proxy(config_path: str, region: str, tmp_path, workers: int = 3, preload: bool = True,
+          extra_args: Optional[List[str]] = None, env: Optional[Dict[str, str]] = None) -> Iterator[Proxy]:
+    port = free_port()
+    log_path = str(tmp_path / f"gunicorn-{port}.log")
+    child_env = dict(os.environ, LITELLM_LOCAL_MODEL_COST_MAP="True", CONFIG_FILE_PATH=config_path,
+                     FAST_LITELLM_SHM=region, WEB_CONCURRENCY=str(workers), FL_BIND=f"127.0.0.1:{port}",
+                     **(env or {}))
+    if preload:
+        args = [GUNICORN, "--chdir", DEPLOY, "app:app", "-c", os.path.join(DEPLOY, "gunicorn.conf.py")]
+    else:  # each worker imports fast_litellm and LiteLLM on its own, after the fork
+        args = [GUNICORN, "--chdir", DEPLOY, "app:app", "-w", str(workers), "-k", "uvicorn.workers.UvicornWorker",
+                "-b", f"127.0.0.1:{port}", "--timeout", "600"]
+    with open(log_path, "w") as log:
+        process = subprocess.Popen(args + (extra_args or []), env=child_env, stdout=log, stderr=subprocess.STDOUT,
+                                   start_new_session=True)
+    p = Proxy(process, port, log_path)
+    try:
+        wait_ready(p, workers)
+        yield p
+    finally:
+        try:
+            os.killpg(process.pid, signal.SIGTERM)
+            process.wait(timeout=30)
+        except (ProcessLookupError, subprocess.TimeoutExpired):
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+
+
+def wait_ready(p: Proxy, workers: int, timeout_s: float = 180.0) -> None:
+    """Every worker has finished its application startup, and the proxy answers."""
+    deadline = time.time() + timeout_s
+    while time.time() < deadline:
+        if p.process.poll() is not None:
+            raise AssertionError(f"gunicorn exited with {p.process.returncode}:\n{p.log()[-5000:]}")
+        if p.log().count("Application startup complete") >= workers:
+            try:
+                if httpx.get(p.url + "/health/liveliness", timeout=5).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+        time.sleep(0.3)
+    raise AssertionError(f"proxy not ready in {timeout_s} s:\n{p.log()[-5000:]}")
+
+
+#: The "status" of a request whose connection broke before an answer (transport_errors=True).
+NO_ANSWER = -1
+
+
+async def _send(url: str, keys: List[str], model: str, concurrency: int, transport_errors: bool) -> List[int]:
+    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=0)
+    sem = asyncio.Semaphore(concurrency)
+    async with httpx.AsyncClient(limits=limits, timeout=120) as client:
+        async def one(key: str) -> int:
+            async with sem:
+                try:
+                    r = await client.post(url + "/v1/chat/completions", headers={"Authorization": f"Bearer {key}"},
+                                          json={"model": model, "messages": [MESSAGE]})
+                except httpx.TransportError:
+                    if not transport_errors:
+                        raise
+                    return NO_ANSWER
+                return r.status_code
+        return list(await asyncio.gather(*(one(k) for k in keys)))
+
+
+def send(p: Proxy, keys: List[str], model: str = "gpt-4o", concurrency: int = 40,
+         transport_errors: bool = False) -> List[int]:
+    """One chat completion per key in `keys` (repeat a key to send it several times), at most
+    `concurrency` at once, each on its own connection; the status codes in order
+    (`transport_errors`: NO_ANSWER for a broken connection instead of raising)."""
+    return asyncio.run(_send(p.url, keys, model, concurrency, transport_errors))

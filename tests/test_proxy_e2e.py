@@ -1,0 +1,176 @@
+"""End to end through the real LiteLLM proxy under real gunicorn (deploy/app.py and
+deploy/gunicorn.conf.py), 3 workers, one region file, the mock upstream on 127.0.0.1; the
+same requests with FAST_LITELLM_DISABLE=1 show LiteLLM's own per-worker behaviour."""
+
+import collections
+import os
+import signal
+import time
+import uuid
+
+import pytest
+
+from fast_litellm import shm
+from proxy import NO_ANSWER, Upstream, config, proxy, send
+
+pytestmark = pytest.mark.timeout(600)
+
+WORKERS = 3
+MODELS = [
+    {"name": "gpt-4o", "upstream": "mock-gpt-4o"},
+    {"name": "slow", "upstream": "mock-slow", "params": {"max_parallel_requests": 2}},
+    {"name": "flaky", "upstream": "mock-fail"},
+    {"name": "flaky", "upstream": "mock-backup"},
+]
+ROUTER = {"allowed_fails": 0, "cooldown_time": 120, "num_retries": 0}
+
+
+def _key(name):
+    return f"sk-{name}-{uuid.uuid4().hex[:8]}"
+
+
+@pytest.fixture(scope="module")
+def upstream():
+    u = Upstream(slow_delay_s=1.5)
+    yield u
+    u.close()
+
+
+def _region(tmp_path):
+    return f"/dev/shm/fl-e2e-{uuid.uuid4().hex[:12]}"
+
+
+@pytest.fixture(scope="module")
+def accelerated(upstream, tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("accelerated")
+    region = _region(tmp)
+    with proxy(config(str(tmp / "config.yaml"), upstream, MODELS, ROUTER), region, tmp, workers=WORKERS) as p:
+        p.region = region
+        yield p
+    os.unlink(region)
+
+
+@pytest.fixture(scope="module")
+def litellm_alone(upstream, tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("litellm_alone")
+    region = _region(tmp)
+    with proxy(config(str(tmp / "config.yaml"), upstream, MODELS, ROUTER), region, tmp, workers=WORKERS,
+               env={"FAST_LITELLM_DISABLE": "1"}) as p:
+        yield p
+    assert not os.path.exists(region), "FAST_LITELLM_DISABLE=1 maps no region"
+
+
+def test_one_key_rpm_10_admits_exactly_10_of_40_across_3_workers(accelerated):
+    codes = collections.Counter(send(accelerated, [_key("one") + "-rpm10"] * 40))
+    assert codes == {200: 10, 429: 30}
+    assert "fast_litellm: region" in accelerated.log() and "IMPORT ORDER" not in accelerated.log()
+
+
+def test_litellm_alone_counts_per_worker_and_admits_more(litellm_alone):
+    codes = collections.Counter(send(litellm_alone, [_key("one") + "-rpm10"] * 40))
+    assert set(codes) <= {200, 429} and sum(codes.values()) == 40
+    # Each worker admits 10 of the requests it happens to receive: more than 10 in all as soon
+    # as two workers get some, at most 10 per worker.
+    assert 10 < codes[200] <= 10 * WORKERS, codes
+
+
+def test_2000_keys_at_rpm_1_two_rounds_every_second_request_refused(accelerated):
+    keys = [_key(f"many{i}") + "-rpm1" for i in range(2000)]
+    first = collections.Counter(send(accelerated, keys, concurrency=50))
+    second = collections.Counter(send(accelerated, keys, concurrency=50))
+    assert first == {200: 2000}
+    assert second == {429: 2000}
+
+
+def _slow_burst(p, upstream, n=12):
+    upstream.reset()
+    codes = collections.Counter(send(p, [_key("slow")] * n, model="slow", concurrency=n))
+    return codes, upstream.stats()["by_model"]["mock-slow"]["max_in_flight"]
+
+
+def test_deployment_max_parallel_requests_holds_across_workers(accelerated, litellm_alone, upstream):
+    codes, most_at_once = _slow_burst(accelerated, upstream)
+    assert most_at_once <= 2 and codes[200] >= 2 and set(codes) <= {200, 429}, (codes, most_at_once)
+    codes, most_at_once = _slow_burst(litellm_alone, upstream)
+    assert most_at_once > 2, (codes, most_at_once)  # 2 per worker
+
+
+def _failing_deployment_hits(p, upstream, n=30):
+    upstream.reset()
+    for _ in range(n):  # one at a time: each worker decides with what it knows
+        send(p, [_key("flaky")], model="flaky", concurrency=1)
+    return upstream.stats()["by_model"].get("mock-fail", {}).get("requests", 0)
+
+
+def test_a_deployment_cooled_down_in_one_worker_is_skipped_by_the_others(accelerated, litellm_alone, upstream):
+    shared = _failing_deployment_hits(accelerated, upstream)
+    alone = _failing_deployment_hits(litellm_alone, upstream)
+    assert shared == 1, shared  # the first failure cools it down for every worker
+    assert alone > shared, alone  # each worker finds out for itself
+
+
+def _held_by_pid(region_path):
+    return {w["pid"]: w["slots_held"] for w in shm.RegionView(region_path).workers() if w["status"] == "live"}
+
+
+def test_a_worker_killed_mid_request_gives_its_slots_back_and_the_proxy_serves(upstream, tmp_path):
+    region = _region(tmp_path)
+    models = [{"name": "slow", "upstream": "mock-slow", "params": {"max_parallel_requests": 2}},
+              {"name": "gpt-4o", "upstream": "mock-gpt-4o"}]
+    with proxy(config(str(tmp_path / "config.yaml"), upstream, models), region, tmp_path, workers=WORKERS) as p:
+        import threading
+
+        # The killed worker's request gets no answer (NO_ANSWER), the other one its 200.
+        burst = threading.Thread(target=send, args=(p, [_key("kill")] * 2),
+                                 kwargs={"model": "slow", "concurrency": 2, "transport_errors": True})
+        burst.start()
+        deadline = time.time() + 20
+        holders = {}
+        while time.time() < deadline and not holders:
+            holders = {pid: n for pid, n in _held_by_pid(region).items() if n > 0 and pid != p.process.pid}
+            time.sleep(0.05)
+        assert holders, "no worker held a slot while the slow requests were in flight"
+        victim = next(iter(holders))
+        os.kill(victim, signal.SIGKILL)
+        burst.join(60)
+        # The master reaps it (child_exit) and forks a new worker; its slots are free again.
+        deadline = time.time() + 20
+        while time.time() < deadline and (victim in _held_by_pid(region) or p.log().count("Application startup complete") < WORKERS + 1):
+            time.sleep(0.2)
+        assert victim not in _held_by_pid(region)
+        assert sum(_held_by_pid(region).values()) == 0
+        upstream.reset()
+        codes = collections.Counter(send(p, [_key("after")] * 4, model="slow", concurrency=2))
+        assert codes == {200: 4}, codes
+        assert collections.Counter(send(p, [_key("after")] * 10)) == {200: 10}
+        assert "reaped" in p.log()
+    os.unlink(region)
+
+
+def test_limits_hold_while_gunicorn_recycles_workers(upstream, tmp_path):
+    region = _region(tmp_path)
+    with proxy(config(str(tmp_path / "config.yaml"), upstream, MODELS[:1]), region, tmp_path, workers=WORKERS,
+               extra_args=["--max-requests", "4", "--max-requests-jitter", "0"]) as p:
+        key = _key("recycled") + "-rpm10"
+        codes = collections.Counter()
+        for _ in range(8):  # 40 requests in waves, so workers hit max_requests and are replaced
+            codes.update(send(p, [key] * 5, concurrency=5, transport_errors=True))
+        # A worker that ends at max_requests can drop a connection it had just accepted
+        # (uvicorn's behaviour, with or without fast_litellm); such a request may have been
+        # counted. Never more than 10 admitted, and 10 counting those.
+        assert sum(codes.values()) == 40 and set(codes) <= {200, 429, NO_ANSWER}, codes
+        assert codes[200] <= 10 <= codes[200] + codes[NO_ANSWER] and codes[NO_ANSWER] <= 5, codes
+        # uvicorn's worker ends itself at max_requests; gunicorn boots a replacement.
+        assert p.log().count("Maximum request limit of 4 exceeded") >= 3, "workers were recycled during the run"
+        assert p.log().count("Booting worker with pid") >= WORKERS + 3
+    os.unlink(region)
+
+
+def test_without_preload_workers_attach_the_same_region_file(upstream, tmp_path):
+    region = _region(tmp_path)
+    with proxy(config(str(tmp_path / "config.yaml"), upstream, MODELS[:1]), region, tmp_path, workers=WORKERS,
+               preload=False) as p:
+        codes = collections.Counter(send(p, [_key("nopreload") + "-rpm10"] * 40))
+        assert codes == {200: 10, 429: 30}, codes
+        assert "IMPORT ORDER" not in p.log()
+    os.unlink(region)
