@@ -111,12 +111,21 @@ def proxy(config_path: str, region: str, tmp_path, workers: int = 3, preload: bo
         wait_ready(p, workers)
         yield p
     finally:
+        stop(process)
+
+
+def stop(process: subprocess.Popen) -> None:
+    """Stops gunicorn and whatever is left of its process group."""
+    for sig, wait_s in ((signal.SIGTERM, 30), (signal.SIGKILL, None)):
         try:
-            os.killpg(process.pid, signal.SIGTERM)
-            process.wait(timeout=30)
-        except (ProcessLookupError, subprocess.TimeoutExpired):
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
+            os.killpg(process.pid, sig)
+        except ProcessLookupError:
+            break
+        try:
+            process.wait(timeout=wait_s)
+            break
+        except subprocess.TimeoutExpired:
+            continue
 
 
 def wait_ready(p: Proxy, workers: int, timeout_s: float = 180.0) -> None:

@@ -174,3 +174,11 @@ def test_without_preload_workers_attach_the_same_region_file(upstream, tmp_path)
         assert codes == {200: 10, 429: 30}, codes
         assert "IMPORT ORDER" not in p.log()
     os.unlink(region)
+
+
+def test_a_dev_shm_too_small_stops_the_proxy_at_start_naming_shm_size(upstream, tmp_path, small_tmpfs):
+    region = os.path.join(small_tmpfs, "fl")  # 4 MiB: the default 16.5 MiB region does not fit
+    with pytest.raises(AssertionError, match="gunicorn exited") as failed:
+        with proxy(config(str(tmp_path / "config.yaml"), upstream, MODELS[:1]), region, tmp_path, workers=WORKERS):
+            pass
+    assert "RegionSpaceError" in str(failed.value) and "--shm-size" in str(failed.value)

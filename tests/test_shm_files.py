@@ -127,21 +127,6 @@ def test_a_file_of_another_user_is_refused(region_path):
         shm.Region(region_path)
 
 
-@pytest.fixture
-def small_tmpfs():
-    """A 4 MiB tmpfs: a /dev/shm too small for the default region."""
-    if os.geteuid() != 0 or not shutil.which("mount"):
-        pytest.skip("mounting a tmpfs needs root")
-    d = tempfile.mkdtemp(prefix="fl-small-shm-")
-    rc = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", d]).returncode
-    if rc != 0:
-        os.rmdir(d)
-        pytest.skip("this sandbox does not allow mounting a tmpfs")
-    yield d
-    subprocess.run(["umount", d], check=True)
-    os.rmdir(d)
-
-
 def test_a_full_dev_shm_fails_at_start_naming_shm_size(small_tmpfs):
     path = os.path.join(small_tmpfs, "fl")
     with pytest.raises(shm.RegionSpaceError, match="--shm-size"):
