@@ -21,7 +21,8 @@ import litellm
 from litellm.router import Router
 keep = {keep}
 if keep:
-    counters = [litellm.token_counter]        # a callback list filled before the import
+    from litellm.litellm_core_utils import token_counter as core
+    counters = [core.token_counter]           # a callback list filled before the import
     router = Router(model_list=[{{"model_name": "m", "litellm_params": {{
         "model": "openai/x", "api_key": "k", "api_base": "http://127.0.0.1:9/v1"}}}}])
     on_failure = router.async_deployment_callback_on_failure   # a bound method kept aside
@@ -36,7 +37,8 @@ def test_litellm_first_with_nothing_kept_is_not_reported(region_path):
 
 def test_objects_made_before_the_import_that_keep_originals_are_named(region_path):
     lines = run_python(EARLY_OBJECTS.format(keep=True), {"FAST_LITELLM_SHM": region_path})
-    assert any("litellm.utils.token_counter is still held by a list" in line for line in lines), lines
+    assert any("litellm.litellm_core_utils.token_counter.token_counter is still held by a list" in line
+               for line in lines), lines
     assert any("Router.async_deployment_callback_on_failure is still held by a bound method of a Router" in line
                for line in lines), lines
     assert len(lines) == 2, lines

@@ -310,8 +310,10 @@ import litellm.utils
 from litellm.litellm_core_utils import token_counter as core
 before = (litellm.utils.token_counter, core.token_counter, core._get_count_function)
 import fast_litellm
-patched = (litellm.utils.token_counter is not before[0], core.token_counter is not before[1],
-           core._get_count_function is not before[2], litellm.token_counter is litellm.utils.token_counter)
+# litellm.token_counter is LiteLLM's own utils function, which calls the (patched) core one.
+patched = (litellm.utils.token_counter is before[0], core.token_counter is not before[1],
+           core._get_count_function is not before[2], litellm.token_counter is litellm.utils.token_counter,
+           litellm.utils.get_token_counter_new() is core.token_counter)
 fast_litellm.remove_acceleration()
 after = (litellm.utils.token_counter, core.token_counter, core._get_count_function)
 emit({"patched": patched, "restored": [a is b for a, b in zip(after, before)]})
@@ -320,5 +322,72 @@ emit({"patched": patched, "restored": [a is b for a, b in zip(after, before)]})
 
 def test_import_after_litellm_patches_every_copy_and_remove_restores():
     got = run_python(REMOVE_CHECK, env={"FAST_LITELLM_SHM": "off"})
-    assert got["patched"] == [True, True, True, True]
+    assert got["patched"] == [True, True, True, True, True]
     assert got["restored"] == [True, True, True]
+
+
+# Inputs JSON cannot carry, built afresh in each child: iterators (which reading would use
+# up), objects whose __bool__ / __str__ / model_dump raise, LiteLLM settings changed at run
+# time. Each case is a function returning the call's kwargs, called right before the count.
+ODD_CASES = r"""
+import itertools
+import litellm
+import litellm.litellm_core_utils.token_counter as core
+from litellm.types.utils import Message
+
+IMAGE = {"role": "user", "content": [{"type": "text", "text": "what is this?"},
+         {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": "iVBORw0KGgo="}}]}
+SYSTEM = {"role": "system", "content": "You are helpful"}
+TOOLS = [{"type": "function", "function": {"name": "f", "description": "d", "parameters": {"type": "object", "properties": {"x": {"type": "string"}}}}}]
+
+class Raises:
+    def __bool__(self): raise RuntimeError("no bool")
+    def __str__(self): raise RuntimeError("no str")
+
+recursive = {"type": "object"}
+recursive["properties"] = {"x": recursive}
+
+def set_default_image(n):
+    core.DEFAULT_IMAGE_TOKEN_COUNT = n
+    return {"model": "gpt-4o", "use_default_image_token_count": True,
+            "messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "u", "detail": "high"}}]}]}
+
+def swap_model_lists():
+    s = litellm.open_ai_chat_completion_models
+    s.discard("gpt-4"); s.add("text-davinci-002")   # same size, another encoding for this name
+    return {"model": "text-davinci-002", "text": "  indented\n\tcode  with   spaces " * 5}
+
+CASES = [
+    lambda: {"model": "gpt-4o", "messages": itertools.chain([SYSTEM], [IMAGE])},
+    lambda: {"model": "gpt-4o", "messages": (m for m in [{"role": "user", "content": "hello there"}, "notadict"])},
+    lambda: {"model": "gpt-4o", "messages": iter([SYSTEM, {"role": "user", "content": "hi"}]), "tools": TOOLS},
+    lambda: {"model": "gpt-4o", "messages": map(dict, [SYSTEM]), "tools": iter(TOOLS)},
+    lambda: {"model": "gpt-4o", "messages": [SYSTEM], "tools": iter(TOOLS)},
+    lambda: {"model": "gpt-4o", "messages": (Message(role="user", content="hi"),)},
+    lambda: {"model": "gpt-4o", "messages": [SYSTEM], "tools": [{"type": "function", "function": {"name": "f", "parameters": recursive}}]},
+    lambda: {"model": "gpt-4o", "messages": [SYSTEM], "tool_choice": {"function": {"name": Raises()}}},
+    lambda: {"model": "gpt-4o", "messages": [SYSTEM], "tools": Raises()},
+    lambda: {"model": "gpt-4o", "messages": [SYSTEM], "use_default_image_token_count": Raises()},
+    lambda: {"model": "text-davinci-002", "text": "  indented\n\tcode  with   spaces " * 5},
+    swap_model_lists,
+    lambda: set_default_image(100),
+]
+results = []
+for make in CASES:
+    try:
+        results.append(["ok", litellm.token_counter(**make())])
+    except Exception as e:
+        results.append(["error", type(e).__name__])
+errors = 0
+if os.environ.get("FAST_LITELLM_DISABLE") != "1":
+    from fast_litellm import _acceleration
+    errors = _acceleration._components["token_counting"].errors
+emit({"results": results, "errors": errors})
+"""
+
+
+def test_iterators_raising_objects_and_settings_changed_at_run_time():
+    alone = run_python("import os\n" + ODD_CASES, env={"FAST_LITELLM_DISABLE": "1", "FAST_LITELLM_SHM": "off"})
+    accelerated = run_python("import os, fast_litellm\n" + ODD_CASES, env={"FAST_LITELLM_SHM": "off"})
+    assert accelerated["results"] == alone["results"]
+    assert accelerated["errors"] == 0  # declined, not failed: the breaker is not fed by callers' inputs

@@ -11,12 +11,13 @@ What LiteLLM does
     plus the tool definitions and tool_choice.
 
 What this component does
-    1. `token_counter` (both module functions, and every module that copied either) does the
-       whole count in one native call: the model's encoding and message constants come from a
-       per-process cache filled by LiteLLM's own selection functions (dropped when LiteLLM's
-       model lists or `disable_hf_tokenizer_download` change), the message walk and the
-       counting run in Rust (`_native.TokenCounter.count_messages`), the tool definitions are
-       formatted by LiteLLM's own `_format_function_definitions`.
+    1. `token_counter` of litellm_core_utils (and every module that copied it; LiteLLM's
+       `litellm.token_counter` in utils calls it) does the whole count in one native call:
+       the model's encoding and message constants come from a per-process cache filled by
+       LiteLLM's own selection functions, keyed by everything they read (the name, its
+       membership in LiteLLM's four model lists, `disable_hf_tokenizer_download`); the
+       message walk and the counting run in Rust (`_native.TokenCounter.count_messages`);
+       the tool definitions are formatted by LiteLLM's own `_format_function_definitions`.
     2. `_get_count_function`, which every other count of LiteLLM's goes through
        (`messages_reach_token_count`, documents, PDFs, Anthropic blocks, and the calls that 1.
        declines), returns the native counter for tiktoken encodings.
@@ -30,8 +31,11 @@ Declined (LiteLLM's own function runs, counted as `declined`)
     `litellm.disable_hf_tokenizer_download`; a custom tokenizer other than the openai one;
     message shapes that need more than text (a high-detail image, an Anthropic image, a
     document, a file, tool_use/tool_result blocks, search results) or that LiteLLM would
-    raise on; objects that are not exactly dicts and lists where those are expected (after
-    LiteLLM's own conversion of pydantic messages). For those, part 2 still counts the text.
+    raise on, or whose own methods raise; objects that are not exactly dicts and lists where
+    those are expected (after LiteLLM's own conversion of pydantic messages); messages that
+    are not a list or tuple (an iterator read here would reach LiteLLM used up). For those,
+    part 2 still counts the text. Not watched: a model registered with tiktoken itself at run
+    time after its first count.
 
 `count_tokens_batch(model, texts)` is `[litellm.token_counter(model=model, text=t) for t in
 texts]`, counted on every core at once (FAST_LITELLM_BATCH_TOKEN_COUNTING).
@@ -77,11 +81,10 @@ class _LiteLLM:
         self.core: Any = core
         _check_litellm(self)
         base_tokens = inspect.signature(self.core.calculate_img_tokens).parameters["base_tokens"].default
-        self.image_tokens = (int(self.core.DEFAULT_IMAGE_TOKEN_COUNT), int(base_tokens))
+        self.base_image_tokens = int(base_tokens)  # a default argument: fixed once defined
         self.chunking = (int(self.core.TIKTOKEN_ENCODE_CHUNK_SIZE_CHARS), int(self.core.TOKEN_COUNTER_MAX_EXACT_CHARS))
         self.counters: Dict[str, _native.TokenCounter] = {}
         self.plans: Dict[Any, Optional[Plan]] = {}
-        self.watched = self._watched()
 
     def counter(self, encoding: str) -> Optional[_native.TokenCounter]:
         if encoding not in self.counters:
@@ -90,23 +93,6 @@ class _LiteLLM:
             except ValueError:  # r50k_base and the like: LiteLLM's own tiktoken counts those
                 return None
         return self.counters[encoding]
-
-    def _watched(self) -> Tuple[Any, ...]:
-        """What LiteLLM's tokenizer choice reads besides the model name: the HF switch, and
-        each model list with its size."""
-        lt = self.litellm
-        lists = (lt.open_ai_chat_completion_models, lt.azure_llms, lt.cohere_models, lt.anthropic_models)
-        return (lt.disable_hf_tokenizer_download, *lists, *map(len, lists))
-
-    def _plans_stale(self) -> bool:
-        lt, w = self.litellm, self.watched
-        return (
-            lt.disable_hf_tokenizer_download is not w[0]
-            or lt.open_ai_chat_completion_models is not w[1] or len(w[1]) != w[5]
-            or lt.azure_llms is not w[2] or len(w[2]) != w[6]
-            or lt.cohere_models is not w[3] or len(w[3]) != w[7]
-            or lt.anthropic_models is not w[4] or len(w[4]) != w[8]
-        )
 
     def _make_plan(self, model: Optional[str], openai_tokenizer: bool) -> Optional[Plan]:
         core, utils = self.core, self.utils
@@ -127,21 +113,29 @@ class _LiteLLM:
         return Plan(counter, 4 if legacy else 3, -1 if legacy else 1)
 
     def plan(self, model: Any, custom_tokenizer: Any) -> Plan:
-        """The plan LiteLLM would follow for this call; Decline when it is not a tiktoken one."""
+        """The plan LiteLLM would follow for this call; Decline when it is not a tiktoken one.
+
+        LiteLLM's choice reads the model name, whether that name is in each of its four model
+        lists, and `disable_hf_tokenizer_download`: all of it is the cache key, so a model
+        added to (or removed from) a list at run time is planned afresh."""
         if model is not None and type(model) is not str:
             raise Decline("model name is not a str")
         if custom_tokenizer is None:
-            key: Any = model
+            openai_tokenizer = False
         elif type(custom_tokenizer) is dict and custom_tokenizer and custom_tokenizer.get("type") == "openai_tokenizer":
-            key = (model, "openai_tokenizer")  # LiteLLM then counts with the model's own encoding
+            openai_tokenizer = True  # LiteLLM then counts with the model's own encoding
         else:
             raise Decline("custom tokenizer")
-        if self._plans_stale() or len(self.plans) >= MAX_PLANS:
-            self.plans.clear()
-            self.watched = self._watched()
+        lt = self.litellm
+        key = (
+            model, openai_tokenizer, lt.disable_hf_tokenizer_download, model in lt.open_ai_chat_completion_models,
+            model in lt.azure_llms, model in lt.cohere_models, model in lt.anthropic_models,
+        )
         plan = self.plans.get(key, _UNKNOWN)
         if plan is _UNKNOWN:
-            plan = self.plans[key] = self._make_plan(model, custom_tokenizer is not None)
+            if len(self.plans) >= MAX_PLANS:
+                self.plans.clear()
+            plan = self.plans[key] = self._make_plan(model, openai_tokenizer)
         if plan is None:
             raise Decline(f"model {model!r} does not count with a tiktoken encoding served here")
         return plan  # type: ignore[return-value]
@@ -189,6 +183,21 @@ def token_counter(
     if m.litellm.disable_token_counter is True:
         return 0
     plan = m.plan(model, custom_tokenizer)
+    # Exceptions from the caller's objects (their __bool__, __str__, model_dump, a tool schema
+    # LiteLLM's formatter refuses) are not errors of this path: LiteLLM's own function then
+    # raises them, or counts around them, itself.
+    try:
+        return _count(m, plan, text, messages, count_response_tokens, tools, tool_choice, use_default_image_token_count)
+    except (Decline, _native.TokenCountError):
+        raise
+    except Exception as error:  # noqa: BLE001 - see above
+        raise Decline(f"LiteLLM handles these inputs itself: {error!r}") from None
+
+
+def _count(
+    m: _LiteLLM, plan: Plan, text: Any, messages: Any, count_response_tokens: Any, tools: Any, tool_choice: Any,
+    use_default_image_token_count: Any,
+) -> int:
     counter = plan.counter
     if text is not None:
         if messages is not None or tools or tool_choice:
@@ -200,22 +209,22 @@ def token_counter(
         raise Decline("text is neither a str nor a list")
     if messages is None:
         raise Decline("neither text nor messages")
-    default_image, base_image = m.image_tokens
-    args = (plan.per_message, plan.per_name, bool(use_default_image_token_count), default_image, base_image)
+    if type(messages) not in (list, tuple) or (tools is not None and iter(tools) is tools):
+        # Another Sequence, or an iterator that reading would use up before LiteLLM's own
+        # function got it on a decline.
+        raise Decline("messages are not a list or tuple, or tools an iterator")
+    args = (
+        plan.per_message, plan.per_name, bool(use_default_image_token_count),
+        int(m.core.DEFAULT_IMAGE_TOKEN_COUNT), m.base_image_tokens,
+    )
     counted = counter.count_messages(messages, *args)
+    if counted is None:  # pydantic messages: LiteLLM's own conversion, then the same walk
+        counted = counter.count_messages(m.utils.convert_list_message_to_dict(messages), *args)
     if counted is None:
-        try:  # pydantic messages: LiteLLM's own conversion, then the same walk
-            counted = counter.count_messages(m.utils.convert_list_message_to_dict(messages), *args)
-        except TypeError:
-            counted = None
-        if counted is None:
-            raise Decline("a message shape LiteLLM counts itself")
+        raise Decline("a message shape LiteLLM counts itself")
     tokens, includes_system = counted
     if count_response_tokens is False:
-        try:
-            tokens += _count_extra(m, counter, tools, tool_choice, includes_system)
-        except (AttributeError, KeyError, TypeError, ValueError) as error:
-            raise Decline(f"tools or tool_choice LiteLLM would refuse: {error!r}") from None
+        tokens += _count_extra(m, counter, tools, tool_choice, includes_system)
     return tokens
 
 
@@ -258,9 +267,11 @@ def _check_litellm(m: _LiteLLM) -> None:
 
 def install(c: Component) -> None:
     m = _lite()
+    # litellm.token_counter (utils) checks litellm.disable_token_counter and calls the core
+    # function through get_token_counter_new(): patching the core one serves both, and a call
+    # LiteLLM's own function takes back runs the accelerated path once, not twice.
     for owner, attribute, accelerated in (
         (m.core, "token_counter", token_counter),
-        (m.utils, "token_counter", token_counter),
         (m.core, "_get_count_function", get_count_function),
     ):
         if not c.patch(owner, attribute, accelerated):
