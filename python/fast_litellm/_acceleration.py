@@ -307,8 +307,8 @@ def component(
 
 #: Every component: (name, flag variable, module whose `install(component)` patches LiteLLM
 #: (`module:function` names another function than `install`), default flag, whether a rollout
-#: share is chosen per process), in patching order. Routing
-#: has no module: it is not shipped (README, "Routing"), and its flag only says so.
+#: share is chosen per process), in patching order. Routing has no module: it is not shipped
+#: (README, "Routing"), and its flag only says so.
 COMPONENTS: Tuple[Tuple[str, str, Optional[str], Flag, bool], ...] = (
     ("rate_limiter", "FAST_LITELLM_RUST_RATE_LIMITING", "fast_litellm.limiter", Flag("on"), True),
     ("router", "FAST_LITELLM_RUST_ROUTER", "fast_litellm.router", Flag("on"), True),
