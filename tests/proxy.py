@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -57,7 +58,8 @@ class Upstream:
 
 def config(path: str, upstream: Upstream, models: List[Dict], router_settings: Optional[Dict] = None) -> str:
     """A LiteLLM config.yaml (JSON is YAML) with `models` as (model_name, mock model, extra
-    litellm_params) and the demo's custom_auth."""
+    litellm_params) and the demo's custom_auth (through tests/e2e_auth.py, which also records
+    which worker served each request: `Proxy.workers_of`)."""
     import json
 
     model_list = [
@@ -67,19 +69,32 @@ def config(path: str, upstream: Upstream, models: List[Dict], router_settings: O
     ]
     body = {
         "model_list": model_list,
-        "general_settings": {"master_key": MASTER_KEY, "custom_auth": "demo_auth.user_api_key_auth"},
+        "general_settings": {"master_key": MASTER_KEY, "custom_auth": "e2e_auth.user_api_key_auth"},
         "router_settings": router_settings or {},
     }
     with open(path, "w") as f:
         json.dump(body, f)
+    # LiteLLM loads a custom_auth module from the config's directory first.
+    shutil.copy(os.path.join(os.path.dirname(os.path.abspath(__file__)), "e2e_auth.py"), os.path.dirname(path))
     return path
 
 
 class Proxy:
-    def __init__(self, process: subprocess.Popen, port: int, log_path: str) -> None:
+    def __init__(self, process: subprocess.Popen, port: int, log_path: str, auth_log: str = "") -> None:
         self.process = process
         self.url = f"http://127.0.0.1:{port}"
         self.log_path = log_path
+        self.auth_log = auth_log
+
+    def workers_of(self, key: str) -> Dict[int, int]:
+        """How many requests with `key` each worker (pid) served, from tests/e2e_auth.py's log."""
+        served: Dict[int, int] = {}
+        with open(self.auth_log) as f:
+            for line in f:
+                pid, served_key = line.split()
+                if served_key == key:
+                    served[int(pid)] = served.get(int(pid), 0) + 1
+        return served
 
     def log(self) -> str:
         with open(self.log_path, errors="replace") as f:
@@ -95,7 +110,9 @@ def proxy(config_path: str, region: str, tmp_path, workers: int = 3, preload: bo
           extra_args: Optional[List[str]] = None, env: Optional[Dict[str, str]] = None) -> Iterator[Proxy]:
     port = free_port()
     log_path = str(tmp_path / f"gunicorn-{port}.log")
-    child_env = dict(os.environ, LITELLM_LOCAL_MODEL_COST_MAP="True", CONFIG_FILE_PATH=config_path,
+    auth_log = str(tmp_path / f"auth-{port}.log")
+    open(auth_log, "w").close()
+    child_env = dict(os.environ, LITELLM_LOCAL_MODEL_COST_MAP="True", CONFIG_FILE_PATH=config_path, FL_E2E_AUTH_LOG=auth_log,
                      FAST_LITELLM_SHM=region, WEB_CONCURRENCY=str(workers), FL_BIND=f"127.0.0.1:{port}",
                      **(env or {}))
     if preload:
@@ -106,7 +123,7 @@ def proxy(config_path: str, region: str, tmp_path, workers: int = 3, preload: bo
     with open(log_path, "w") as log:
         process = subprocess.Popen(args + (extra_args or []), env=child_env, stdout=log, stderr=subprocess.STDOUT,
                                    start_new_session=True)
-    p = Proxy(process, port, log_path)
+    p = Proxy(process, port, log_path, auth_log)
     try:
         wait_ready(p, workers)
         yield p
@@ -148,11 +165,13 @@ def wait_ready(p: Proxy, workers: int, timeout_s: float = 180.0) -> None:
 NO_ANSWER = -1
 
 
-async def _send(url: str, keys: List[str], model: str, concurrency: int, transport_errors: bool) -> List[int]:
+async def _send(url: str, keys: List[str], model: str, concurrency: int, transport_errors: bool,
+                stagger_s: float) -> List[int]:
     limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=0)
     sem = asyncio.Semaphore(concurrency)
     async with httpx.AsyncClient(limits=limits, timeout=120) as client:
-        async def one(key: str) -> int:
+        async def one(index: int, key: str) -> int:
+            await asyncio.sleep(index * stagger_s)
             async with sem:
                 try:
                     r = await client.post(url + "/v1/chat/completions", headers={"Authorization": f"Bearer {key}"},
@@ -162,12 +181,14 @@ async def _send(url: str, keys: List[str], model: str, concurrency: int, transpo
                         raise
                     return NO_ANSWER
                 return r.status_code
-        return list(await asyncio.gather(*(one(k) for k in keys)))
+        return list(await asyncio.gather(*(one(i, k) for i, k in enumerate(keys))))
 
 
 def send(p: Proxy, keys: List[str], model: str = "gpt-4o", concurrency: int = 40,
-         transport_errors: bool = False) -> List[int]:
+         transport_errors: bool = False, stagger_s: float = 0.0) -> List[int]:
     """One chat completion per key in `keys` (repeat a key to send it several times), at most
     `concurrency` at once, each on its own connection; the status codes in order
-    (`transport_errors`: NO_ANSWER for a broken connection instead of raising)."""
-    return asyncio.run(_send(p.url, keys, model, concurrency, transport_errors))
+    (`transport_errors`: NO_ANSWER for a broken connection instead of raising). `stagger_s`
+    starts request i after i x stagger_s seconds: connections arriving together tend to be
+    accepted by one worker (asyncio accepts a whole backlog at once), one by one they spread."""
+    return asyncio.run(_send(p.url, keys, model, concurrency, transport_errors, stagger_s))
