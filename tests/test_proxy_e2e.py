@@ -175,7 +175,6 @@ def test_a_worker_killed_mid_request_gives_its_slots_back_and_the_proxy_serves(u
         codes = collections.Counter(send(p, [_key("after")] * 4, model="slow", concurrency=2))
         assert codes == {200: 4}, codes
         assert collections.Counter(send(p, [_key("after")] * 10)) == {200: 10}
-        assert "reaped" in p.log()
     os.unlink(region)
 
 
@@ -192,9 +191,10 @@ def test_limits_hold_while_gunicorn_recycles_workers(upstream, tmp_path):
         # counted. Never more than 10 admitted, and 10 counting those.
         assert sum(codes.values()) == 40 and set(codes) <= {200, 429, NO_ANSWER}, codes
         assert codes[200] <= 10 <= codes[200] + codes[NO_ANSWER] and codes[NO_ANSWER] <= 5, codes
-        # uvicorn's worker ends itself at max_requests; gunicorn boots a replacement.
+        # uvicorn's worker ends itself at max_requests and gunicorn boots a replacement: more
+        # workers than run at once served this key, so replacements counted on the same limit.
         assert p.log().count("Maximum request limit of 4 exceeded") >= 3, "workers were recycled during the run"
-        assert p.log().count("Booting worker with pid") >= WORKERS + 3
+        assert len(p.workers_of(key)) > WORKERS, p.workers_of(key)
     os.unlink(region)
 
 
