@@ -44,10 +44,13 @@ def _region(tmp_path):
 def accelerated(upstream, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("accelerated")
     region = _region(tmp)
-    with proxy(config(str(tmp / "config.yaml"), upstream, MODELS, ROUTER), region, tmp, workers=WORKERS) as p:
-        p.region = region
-        yield p
-    os.unlink(region)
+    try:
+        with proxy(config(str(tmp / "config.yaml"), upstream, MODELS, ROUTER), region, tmp, workers=WORKERS) as p:
+            p.region = region
+            yield p
+    finally:
+        if os.path.exists(region):
+            os.unlink(region)
 
 
 @pytest.fixture(scope="module")
@@ -145,11 +148,10 @@ def _held_by_pid(region_path):
     return {w["pid"]: w["slots_held"] for w in shm.RegionView(region_path).workers() if w["status"] == "live"}
 
 
-def test_a_worker_killed_mid_request_gives_its_slots_back_and_the_proxy_serves(upstream, tmp_path):
-    region = _region(tmp_path)
+def test_a_worker_killed_mid_request_gives_its_slots_back_and_the_proxy_serves(upstream, tmp_path, region_path):
     models = [{"name": "slow", "upstream": "mock-slow", "params": {"max_parallel_requests": 2}},
               {"name": "gpt-4o", "upstream": "mock-gpt-4o"}]
-    with proxy(config(str(tmp_path / "config.yaml"), upstream, models), region, tmp_path, workers=WORKERS) as p:
+    with proxy(config(str(tmp_path / "config.yaml"), upstream, models), region_path, tmp_path, workers=WORKERS) as p:
         import threading
 
         # The killed worker's request gets no answer (NO_ANSWER), the other one its 200.
@@ -159,7 +161,7 @@ def test_a_worker_killed_mid_request_gives_its_slots_back_and_the_proxy_serves(u
         deadline = time.time() + 20
         holders = {}
         while time.time() < deadline and not holders:
-            holders = {pid: n for pid, n in _held_by_pid(region).items() if n > 0 and pid != p.process.pid}
+            holders = {pid: n for pid, n in _held_by_pid(region_path).items() if n > 0 and pid != p.process.pid}
             time.sleep(0.05)
         assert holders, "no worker held a slot while the slow requests were in flight"
         victim = next(iter(holders))
@@ -167,20 +169,18 @@ def test_a_worker_killed_mid_request_gives_its_slots_back_and_the_proxy_serves(u
         burst.join(60)
         # The master reaps it (child_exit) and forks a new worker; its slots are free again.
         deadline = time.time() + 20
-        while time.time() < deadline and (victim in _held_by_pid(region) or p.log().count("Application startup complete") < WORKERS + 1):
+        while time.time() < deadline and (victim in _held_by_pid(region_path) or p.log().count("Application startup complete") < WORKERS + 1):
             time.sleep(0.2)
-        assert victim not in _held_by_pid(region)
-        assert sum(_held_by_pid(region).values()) == 0
+        assert victim not in _held_by_pid(region_path)
+        assert sum(_held_by_pid(region_path).values()) == 0
         upstream.reset()
         codes = collections.Counter(send(p, [_key("after")] * 4, model="slow", concurrency=2))
         assert codes == {200: 4}, codes
         assert collections.Counter(send(p, [_key("after")] * 10)) == {200: 10}
-    os.unlink(region)
 
 
-def test_limits_hold_while_gunicorn_recycles_workers(upstream, tmp_path):
-    region = _region(tmp_path)
-    with proxy(config(str(tmp_path / "config.yaml"), upstream, MODELS[:1]), region, tmp_path, workers=WORKERS,
+def test_limits_hold_while_gunicorn_recycles_workers(upstream, tmp_path, region_path):
+    with proxy(config(str(tmp_path / "config.yaml"), upstream, MODELS[:1]), region_path, tmp_path, workers=WORKERS,
                extra_args=["--max-requests", "4", "--max-requests-jitter", "0"]) as p:
         key = _key("recycled") + "-rpm10"
         codes = collections.Counter()
@@ -195,22 +195,19 @@ def test_limits_hold_while_gunicorn_recycles_workers(upstream, tmp_path):
         # workers than run at once served this key, so replacements counted on the same limit.
         assert p.log().count("Maximum request limit of 4 exceeded") >= 3, "workers were recycled during the run"
         assert len(p.workers_of(key)) > WORKERS, p.workers_of(key)
-    os.unlink(region)
 
 
-def test_without_preload_workers_attach_the_same_region_file(upstream, tmp_path):
-    region = _region(tmp_path)
-    with proxy(config(str(tmp_path / "config.yaml"), upstream, MODELS[:1]), region, tmp_path, workers=WORKERS,
+def test_without_preload_workers_attach_the_same_region_file(upstream, tmp_path, region_path):
+    with proxy(config(str(tmp_path / "config.yaml"), upstream, MODELS[:1]), region_path, tmp_path, workers=WORKERS,
                preload=False) as p:
         codes = collections.Counter(send(p, [_key("nopreload") + "-rpm10"] * 40))
         assert codes == {200: 10, 429: 30}, codes
         assert "IMPORT ORDER" not in p.log()
-    os.unlink(region)
 
 
 def test_a_dev_shm_too_small_stops_the_proxy_at_start_naming_shm_size(upstream, tmp_path, small_tmpfs):
-    region = os.path.join(small_tmpfs, "fl")  # 4 MiB: the default 16.5 MiB region does not fit
+    too_small = os.path.join(small_tmpfs, "fl")  # 4 MiB: the default 16.5 MiB region does not fit
     with pytest.raises(AssertionError, match="gunicorn exited") as failed:
-        with proxy(config(str(tmp_path / "config.yaml"), upstream, MODELS[:1]), region, tmp_path, workers=WORKERS):
+        with proxy(config(str(tmp_path / "config.yaml"), upstream, MODELS[:1]), too_small, tmp_path, workers=WORKERS):
             pass
     assert "RegionSpaceError" in str(failed.value) and "--shm-size" in str(failed.value)
