@@ -310,10 +310,6 @@ impl PyTokenCounter {
         }
     }
 
-    fn __call__(&self, py: Python<'_>, text: &Bound<'_, PyString>) -> PyResult<u64> {
-        self.count(py, text)
-    }
-
     /// `count` of each text, in parallel on up to `threads` threads (default: every core),
     /// with the GIL released.
     #[pyo3(signature = (texts, threads = None))]
