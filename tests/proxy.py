@@ -131,6 +131,35 @@ def proxy(config_path: str, region: str, tmp_path, workers: int = 3, preload: bo
         stop(process)
 
 
+BIN = os.path.dirname(sys.executable)
+
+
+@contextmanager
+def cli_proxy(config_path: str, tmp_path, args: List[str], workers: int = 3, launcher: bool = True,
+              env: Optional[Dict[str, str]] = None, ready_line: str = "Application startup complete") -> Iterator[Proxy]:
+    """LiteLLM's own CLI, as users start it: `fast-litellm ARGS` (launcher) or `litellm ARGS`,
+    run from the config's directory with `--config --port` added and FAST_LITELLM_SHM unset
+    (the launcher picks the region). Ready when `ready_line` was logged once per worker and
+    the proxy answers."""
+    port = free_port()
+    log_path = str(tmp_path / f"cli-{port}.log")
+    auth_log = str(tmp_path / f"auth-{port}.log")
+    open(auth_log, "w").close()
+    child_env = {k: v for k, v in os.environ.items() if k != "FAST_LITELLM_SHM"}
+    child_env.update(LITELLM_LOCAL_MODEL_COST_MAP="True", FL_E2E_AUTH_LOG=auth_log, PYTHONPATH=DEPLOY, **(env or {}))
+    command = [os.path.join(BIN, "fast-litellm" if launcher else "litellm"), "--config", config_path,
+               "--host", "127.0.0.1", "--port", str(port), *args]
+    with open(log_path, "w") as log:
+        process = subprocess.Popen(command, env=child_env, cwd=os.path.dirname(config_path), stdout=log,
+                                   stderr=subprocess.STDOUT, start_new_session=True)
+    p = Proxy(process, port, log_path, auth_log)
+    try:
+        wait_ready(p, workers, ready_line=ready_line)
+        yield p
+    finally:
+        stop(process)
+
+
 def stop(process: subprocess.Popen) -> None:
     """Stops gunicorn and whatever is left of its process group."""
     for sig, wait_s in ((signal.SIGTERM, 30), (signal.SIGKILL, None)):
@@ -145,13 +174,14 @@ def stop(process: subprocess.Popen) -> None:
             continue
 
 
-def wait_ready(p: Proxy, workers: int, timeout_s: float = 180.0) -> None:
+def wait_ready(p: Proxy, workers: int, timeout_s: float = 180.0,
+               ready_line: str = "Application startup complete") -> None:
     """Every worker has finished its application startup, and the proxy answers."""
     deadline = time.time() + timeout_s
     while time.time() < deadline:
         if p.process.poll() is not None:
             raise AssertionError(f"gunicorn exited with {p.process.returncode}:\n{p.log()[-5000:]}")
-        if p.log().count("Application startup complete") >= workers:
+        if p.log().count(ready_line) >= workers:
             try:
                 if httpx.get(p.url + "/health/liveliness", timeout=5).status_code == 200:
                     return

@@ -1,0 +1,54 @@
+"""The config-line activation, for a command that cannot be changed (LiteLLM's Docker image):
+
+    litellm_settings:
+      callbacks: ["fast_litellm_proxy.activate.callback"]
+
+LiteLLM imports this module in every process that loads the config (each worker, at start-up)
+and adds `callback`, a CustomLogger that does nothing, to its callbacks. Importing it imports
+fast_litellm, after litellm; when FAST_LITELLM_SHM is unset it first points it at the region
+of this proxy's master (`_region`), so spawned workers share one region.
+
+What it cannot cover (README, "Without the launcher"): it runs after `import litellm` and
+after the proxy module made its objects, so the import-order check applies (it logs anything
+left unaccelerated at ERROR); the master process, which never loads the config, is not
+accelerated; the region file of a proxy whose master exits stays until the next proxy started
+through fast_litellm_proxy on this host removes it (or `rm /dev/shm/fast_litellm-proxy.*`).
+"""
+
+from __future__ import annotations
+
+import os
+
+from . import _region
+
+_SERVERS = ("litellm", "gunicorn", "uvicorn", "granian", "hypercorn", "litellm-proxy")
+
+
+def _parent_is_server() -> bool:
+    """Whether this process is a worker of a server LiteLLM started (its parent is that
+    server's master)."""
+    try:
+        with open(f"/proc/{os.getppid()}/cmdline", "rb") as f:
+            argv = f.read().decode(errors="replace").split("\0")
+    except OSError:
+        return False
+    return any(os.path.basename(arg).split(":")[0] in _SERVERS for arg in argv[:3])
+
+
+def _master_pid() -> int:
+    return os.getppid() if _parent_is_server() else os.getpid()
+
+
+if _region.choose_for_master(os.environ, _master_pid(), starting=False):
+    _region.remove_at_exit_if_owner()
+
+import fast_litellm  # noqa: E402 - after the region is chosen
+from litellm.integrations.custom_logger import CustomLogger  # noqa: E402
+
+
+class _Activated(CustomLogger):  # type: ignore[misc]
+    """Nothing to log: being imported was the point."""
+
+
+callback = _Activated()
+__all__ = ["callback", "fast_litellm"]
