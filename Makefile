@@ -1,4 +1,4 @@
-.PHONY: setup test bench demo
+.PHONY: setup test bench demo compat
 # The README's commands. Each script also runs without make.
 setup:
 	scripts/setup.sh
@@ -8,3 +8,5 @@ bench:
 	scripts/bench.sh
 demo:
 	scripts/demo.sh
+compat:
+	scripts/compat.sh

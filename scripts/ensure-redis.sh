@@ -11,5 +11,7 @@ if ! command -v apt-get >/dev/null; then
 fi
 SUDO=""
 if [ "$(id -u)" != 0 ]; then SUDO=sudo; fi
-$SUDO apt-get install -y -q redis-server >/dev/null || { $SUDO apt-get update -q >/dev/null && $SUDO apt-get install -y -q redis-server >/dev/null; }
+# Another apt or dpkg may hold the lock (unattended upgrades, a parallel job): wait for it.
+APT="$SUDO apt-get -o DPkg::Lock::Timeout=300"
+$APT install -y -q redis-server >/dev/null || { $APT update -q >/dev/null && $APT install -y -q redis-server >/dev/null; }
 # The package may start a system service; the benchmark runs its own on a free port.

@@ -33,3 +33,35 @@ def small_tmpfs():
     yield d
     subprocess.run(["umount", d], check=True)
     os.rmdir(d)
+
+
+#: What the version matrix (scripts/matrix.sh: `pytest -m matrix` in a venv per LiteLLM minor)
+#: runs: every component on, limiter parity and cross-process exactness, router usage,
+#: cooldowns and slots, pool caps, token parity (FL_TOKEN_CASES cases), the flags, and the
+#: launcher's bootstrap. Named here, in one place, rather than marked in each file.
+MATRIX = {
+    "test_compat.py": None,
+    "test_flags.py": None,
+    "test_limiter.py": ("test_the_region_gives_exactly_what_litellm_gives", "test_processes_share_every_limit",
+                        "test_max_parallel_requests_slots_are_host_wide_and_always_given_back"),
+    "test_router.py": ("test_usage_counters_are_host_wide_and_per_process_with_the_flag_off",
+                       "test_a_cooldown_set_in_one_process_is_honoured_in_another_and_expires",
+                       "test_max_parallel_requests_slots_hold_across_processes_and_come_back_when_the_holder_dies",
+                       "test_decisions_and_values_are_litellms_own_in_one_process"),
+    "test_pool.py": ("test_the_per_host_limit_holds_for_all_workers_together",
+                     "test_slots_come_back_after_errors_cancellations_timeouts_and_streams"),
+    "test_tokens.py": ("test_parity_with_unpatched_litellm_on_generated_cases",
+                       "test_parity_with_litellm_chunking_constants_changed"),
+    "test_launcher.py": ("test_the_bootstrap_imports_fast_litellm_before_the_proxy_app_and_keeps_the_users_sitecustomize",),
+}
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "matrix: run by the version matrix in every LiteLLM minor (conftest.MATRIX)")
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        names = MATRIX.get(item.path.name, ())
+        if names is None or item.originalname in (names or ()):
+            item.add_marker(pytest.mark.matrix)

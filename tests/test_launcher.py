@@ -67,6 +67,20 @@ def test_the_launcher_holds_one_limit_across_the_workers_of_every_server(upstrea
     assert not os.path.exists(region), "the master removes the region it chose when it exits"
 
 
+def test_the_launcher_accelerates_hypercorns_single_process(upstream, tmp_path):
+    cfg = config(str(tmp_path / "config.yaml"), upstream, MODELS)
+    with cli_proxy(cfg, tmp_path, ["--run_hypercorn"], workers=1, ready_line=READY) as p:
+        region = _region_of(p)
+        key = f"sk-cli-{uuid.uuid4().hex[:8]}-rpm10"
+        codes = collections.Counter(send(p, [key] * 15, concurrency=5))
+        assert codes == {200: 10, 429: 5}, codes
+        from fast_litellm import shm
+
+        counted = [k for k in shm.RegionView(region).top_keys(50) if k["key"].startswith("{api_key:")]
+        assert counted, "the serving process counted the key in the launcher's region"
+    assert not os.path.exists(region)
+
+
 def test_plain_litellm_counts_per_worker_and_admits_more(upstream, tmp_path):
     cfg = config(str(tmp_path / "config.yaml"), upstream, MODELS)
     with cli_proxy(cfg, tmp_path, [*UVICORN, "--num_workers", str(WORKERS)], launcher=False, ready_line=READY) as p:

@@ -29,6 +29,7 @@ import types
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple
 
+from . import _compat
 from ._config import ConfigError
 
 log = logging.getLogger("fast_litellm")
@@ -331,6 +332,7 @@ def install_all(env: Mapping[str, str] = os.environ, region: Optional[Any] = Non
     `region` receives the host-wide totals of the components' counts."""
     global _host_region
     _host_region = region
+    version = _compat.version_status()
     for name, env_var, module_name, default, per_process in COMPONENTS:
         c = component(name, env_var, default, env=env, per_process=per_process)
         if module_name is None:
@@ -343,6 +345,10 @@ def install_all(env: Mapping[str, str] = os.environ, region: Optional[Any] = Non
         try:
             module, _, function = module_name.partition(":")
             getattr(importlib.import_module(module), function or "install")(c)
+        except _compat.ShapeChanged as why:
+            c.restore()
+            c.reason = f"LiteLLM {version['litellm']} does not match: {why}"
+            log.warning("fast_litellm: %s off: %s", name, c.reason)
         except Decline as why:
             c.restore()
             c.reason = str(why)
@@ -355,11 +361,21 @@ def install_all(env: Mapping[str, str] = os.environ, region: Optional[Any] = Non
             c.restore()
             c.reason = f"not installed: {type(error).__name__}: {error}"
             log.warning("fast_litellm: %s off: %s", name, c.reason, exc_info=error)
+        else:
+            if c.patches and not version["tested"]:
+                # Its shape check passed: on, but say which LiteLLM nobody tested it with.
+                c.reason += f"; LiteLLM {version['litellm']} is outside the tested range {version['tested_range']}"
+                log.warning(
+                    "fast_litellm: %s on with LiteLLM %s, which is outside the tested range %s: the names and "
+                    "signatures it patches are unchanged, but this version is untested",
+                    name, version["litellm"], version["tested_range"],
+                )
 
 
 def status() -> Dict[str, Dict[str, Any]]:
-    """Each component's state: on or off, why, calls, fallbacks, errors, breaker state."""
-    return {name: c.status() for name, c in _components.items()}
+    """`"litellm"`: the installed LiteLLM's version and whether it is inside the tested range;
+    then each component's state: on or off, why, calls, fallbacks, errors, breaker state."""
+    return {"litellm": _compat.version_status(), **{name: c.status() for name, c in _components.items()}}
 
 
 def remove_acceleration() -> None:
