@@ -22,7 +22,7 @@ for version in $versions; do
     .venv/bin/python scripts/litellm_env.py wheel "$venv" "$wheel"
     echo "== LiteLLM $version: pytest -m matrix"
     # The repository's tests against the installed wheel (python/ is not on sys.path there).
-    if "$venv/bin/python" -m pytest -q -p no:cacheprovider -m matrix tests; then
+    if "$venv/bin/python" -m pytest -q -p no:cacheprovider --durations=5 -m matrix tests; then
         result[$version]="passed in $((SECONDS - start)) s"
     else
         result[$version]="FAILED after $((SECONDS - start)) s"

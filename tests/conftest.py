@@ -41,7 +41,10 @@ def small_tmpfs():
 #: launcher's bootstrap. Named here, in one place, rather than marked in each file.
 MATRIX = {
     "test_compat.py": None,
-    "test_flags.py": None,
+    # Flag parsing does not depend on LiteLLM (test_acceleration.py, the full suite); what
+    # each flag and the import order do with this LiteLLM does.
+    "test_flags.py": ("test_disable_maps_nothing_and_patches_nothing", "test_import_order_does_not_matter_and_remove_restores",
+                      "test_each_component_flag_turns_its_component_off_alone"),
     "test_limiter.py": ("test_the_region_gives_exactly_what_litellm_gives", "test_processes_share_every_limit",
                         "test_max_parallel_requests_slots_are_host_wide_and_always_given_back"),
     "test_router.py": ("test_usage_counters_are_host_wide_and_per_process_with_the_flag_off",

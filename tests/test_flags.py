@@ -10,7 +10,9 @@ from subproc import run_python
 STATUS = """
 import fast_litellm
 from fast_litellm import _acceleration
-emit({"status": fast_litellm.status(), "host_region": _acceleration._host_region is not None})
+status = fast_litellm.status()
+status.pop("litellm")  # the version, not a component
+emit({"status": status, "host_region": _acceleration._host_region is not None})
 """
 
 COMPONENT_FLAGS = [
@@ -72,6 +74,7 @@ import fast_litellm
 from litellm.proxy.hooks.parallel_request_limiter_v3 import _PROXY_MaxParallelRequestsHandler_v3 as Limiter
 from litellm.router_utils.client_initalization_utils import MaxParallelRequestsLimit
 status = fast_litellm.status()
+status.pop("litellm")
 patched = {{
     "limiter": hasattr(Limiter.__dict__["in_memory_cache_sliding_window"], "__fast_litellm_original__"),
     "slots": hasattr(MaxParallelRequestsLimit.__dict__["acquire"], "__fast_litellm_original__"),

@@ -130,7 +130,7 @@ def test_the_bootstrap_imports_fast_litellm_before_the_proxy_app_and_keeps_the_u
         names = list(sys.modules)
         emit({"before": before, "order": names.index("fast_litellm") < names.index("litellm.proxy.proxy_server"),
               "user": os.environ.get("USER_SITECUSTOMIZE_RAN"), "active": sorted(
-              n for n, s in fast_litellm.status().items() if s["state"] == "on")})
+              n for n, s in fast_litellm.status().items() if s.get("state") == "on")})
         """,
         env={"PYTHONPATH": os.pathsep.join([BOOTSTRAP, str(own)]), "FAST_LITELLM_SHM": str(tmp_path / "x")},
         timeout=300,
