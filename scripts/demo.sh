@@ -27,23 +27,29 @@ stop() {
 trap stop EXIT INT TERM
 
 .venv/bin/python deploy/mock_upstream.py --port "$upstream_port" &
-pids+=($!)
+mock_pid=$!
+pids+=($mock_pid)
 .venv/bin/fast-litellm --config deploy/demo-config.yaml --run_gunicorn --num_workers "$workers" \
     --host 127.0.0.1 --port "$port" &
 proxy_pid=$!
 pids+=($proxy_pid)
 region=${FAST_LITELLM_SHM:-/dev/shm/fast_litellm-proxy.$proxy_pid}  # the launcher becomes litellm: same pid
 
-# Ready when the proxy answers its liveness route (about 10 s on 2 cores); not if it exited.
-.venv/bin/python - "$port" "$proxy_pid" <<'EOF'
+# Ready when the proxy answers its liveness route (about 10 s on 2 cores); not if it or the
+# mock exited (a port taken, a bad setting: the reason is in the output above).
+.venv/bin/python - "$port" "$proxy_pid" "$mock_pid" "$upstream_port" <<'EOF'
 import os, sys, time, urllib.request
 url = f"http://127.0.0.1:{sys.argv[1]}/health/liveliness"
 deadline = time.time() + 120
 while time.time() < deadline:
-    try:
-        os.kill(int(sys.argv[2]), 0)
-    except ProcessLookupError:
-        sys.exit("the proxy exited at start; its output is above")
+    for pid, what in ((sys.argv[2], "the proxy"), (sys.argv[3], f"the mock upstream on port {sys.argv[4]}")):
+        try:  # an exited child of the script stays a zombie until the script waits for it
+            with open(f"/proc/{pid}/stat") as f:
+                exited = f.read().rsplit(")", 1)[1].split()[0] == "Z"
+        except FileNotFoundError:
+            exited = True
+        if exited:
+            sys.exit(f"{what} exited at start; its output is above")
     try:
         urllib.request.urlopen(url, timeout=2)
         sys.exit(0)
