@@ -117,3 +117,33 @@ def test_the_inspector_imports_no_litellm(region_path, busy_region):
     )
     out = subprocess.run([os.sys.executable, "-c", code, region_path], capture_output=True, text=True, timeout=60)
     assert out.stdout.strip().splitlines()[-1] == "False 0", out.stdout + out.stderr
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--top", "-1"], "--top takes a whole number"),
+    (["--watch", "nan"], "--watch takes a positive, finite number"),
+    (["--watch", "inf"], "--watch takes a positive, finite number"),
+    (["--watch", "0"], "--watch takes a positive, finite number"),
+])
+def test_bad_arguments_are_a_usage_error_not_a_traceback(region_path, busy_region, args, message):
+    out = inspect(region_path, *args)
+    assert out.returncode == 2 and message in out.stderr and "Traceback" not in out.stderr, out.stderr
+
+
+def test_a_reader_that_goes_away_ends_it_quietly(region_path, busy_region):
+    # `fl-shm-inspect --json --watch 0.05 | head -1`: the pipe closes after the first line,
+    # and the next refresh writes to it.
+    proc = subprocess.Popen([INSPECT, region_path, "--json", "--watch", "0.05"], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE)
+    proc.stdout.readline()
+    proc.stdout.close()
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0 and b"Traceback" not in err and b"BrokenPipe" not in err, err
+
+
+def test_a_symlink_is_refused_with_the_reason(region_path, busy_region, tmp_path):
+    link = tmp_path / "link"
+    link.symlink_to(region_path)
+    out = inspect(str(link))
+    assert out.returncode == 2 and "is a symbolic link" in out.stderr and region_path in out.stderr, out.stderr
+    assert "os error" not in out.stderr

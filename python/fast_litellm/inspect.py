@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
+import math
+import os
 import sys
 import time
 from typing import Any, Dict, List, Optional, Sequence
@@ -72,8 +74,14 @@ def main(argv: Optional[Sequence[str]] = None, default_path: str = "") -> int:
     if not args.path or args.path.lower() in OFF_VALUES:
         print("fl-shm-inspect: no region given: pass a path or set FAST_LITELLM_SHM", file=sys.stderr)
         return 2
-    if args.watch is not None and args.watch <= 0:
-        parser.error("--watch takes a positive number of seconds")
+    if args.top < 0:
+        parser.error("--top takes a whole number of keys, 0 or more")
+    if args.watch is not None and not (math.isfinite(args.watch) and args.watch > 0):
+        parser.error("--watch takes a positive, finite number of seconds")
+    if os.path.islink(args.path):
+        print(f"fl-shm-inspect: {args.path} is a symbolic link; regions are opened without following links: "
+              f"give the path of the file itself ({os.path.realpath(args.path)})", file=sys.stderr)
+        return 2
     try:
         view = RegionView(args.path)
         while True:
@@ -91,4 +99,8 @@ def main(argv: Optional[Sequence[str]] = None, default_path: str = "") -> int:
         print(f"fl-shm-inspect: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
+        return 0
+    except BrokenPipeError:
+        # The reader went away (`| head`): stop quietly, and let no flush at exit complain.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
