@@ -2,48 +2,66 @@
 
 What LiteLLM does, per process
     `_PROXY_MaxParallelRequestsHandler_v3` (proxy/hooks/parallel_request_limiter_v3.py, "PRL")
-    keeps, without Redis, every rate-limit counter in the `InMemoryCache` of
-    `ProxyLogging.internal_usage_cache` (proxy/utils.py:1501): one per worker, at most 200
-    entries. Each descriptor (api key, user, team, end user, per-key model, tag, ...) has a
-    fixed window `{k:v}:window` (its start, opened by the first request after the last one
-    ended, LITELLM_RATE_LIMIT_WINDOW_SIZE long) shared by its `{k:v}:requests` and
-    `{k:v}:tokens` counters, and a `{k:v}:max_parallel_requests` slot registry. So N workers
-    admit N times every limit, and past a few dozen active keys (three entries each) the
-    cache evicts counters it still needs.
+    keeps, without Redis, every rate-limit counter in process memory: up to 1.109 in the
+    `InMemoryCache` of `ProxyLogging.internal_usage_cache` (proxy/utils.py), one per worker, at
+    most 200 entries; from 1.110 in the memory tier of the limiter's own `RateLimitStore`
+    (litellm/redis/stores/rate_limits, `self.rate_limits`). Each descriptor (api key, user, team,
+    end user, per-key model, tag, ...) has a fixed window `{k:v}:window` (its start, opened by the
+    first request after the last one ended, LITELLM_RATE_LIMIT_WINDOW_SIZE long) shared by its
+    `{k:v}:requests` and `{k:v}:tokens` counters, and a `{k:v}:max_parallel_requests` slot
+    registry. So N workers admit N times every limit (and, up to 1.109, past a few dozen active
+    keys the cache evicts counters it still needs).
 
 What this component does
     The same counters and slots live in the region, so every process of the host sees one
-    count. The patches replace the in-memory steps of LiteLLM 1.106.2 and leave everything
-    around them (descriptor building, `should_rate_limit`'s pre-read and checks,
-    `is_cache_list_over_limit`, statuses, headers, the request stash) to LiteLLM:
-    - windows: `in_memory_cache_sliding_window` (PRL:1199) -> `Region.window_add`, the limiter's
-      own clock (`time_provider`) deciding windows; increment before the check, as LiteLLM:
-      the first refused request counts, then the pre-read refuses without counting;
-    - reads: `_batch_get_counter_values` (PRL:1413; the pre-read and the read_only path)
-      -> `Region.window_get`;
-    - TPM reservation: `_atomic_check_and_increment_in_memory` (PRL:2449) ->
-      `Region.window_reserve`, all or nothing across processes;
+    count. The patches replace LiteLLM's in-memory steps and leave everything around them
+    (descriptor building, `should_rate_limit`'s pre-read and checks, `is_cache_list_over_limit`,
+    statuses, headers, the request stash) to LiteLLM:
+    - windows: `in_memory_cache_sliding_window` -> `Region.window_add`, the limiter's own clock
+      (`time_provider`) deciding windows; increment before the check, as LiteLLM: the first
+      refused request counts, then the pre-read refuses without counting;
+    - reads (the pre-read and the read_only path): `_batch_get_counter_values` (up to 1.109),
+      `_local_counter_states` (1.110) -> `Region.window_get`;
+    - TPM reservation: `_atomic_check_and_increment_in_memory` -> `Region.window_reserve`, all
+      or nothing across processes;
     - post-call reconciliation and refunds, signed deltas into the live window
-      (`Region.window_adjust`): `async_increment_tokens_with_ttl_preservation` (PRL:4448),
-      `async_increment_reservation_aware_tokens` (PRL:4560; ops that carry their reservation's
-      window start apply only in that window, as LiteLLM's), and, for the failure paths that
-      write through the cache itself (`async_log_failure_event`, `async_post_call_failure_hook`),
-      `DualCache.async_increment_cache_pipeline` (caching/dual_cache.py:644) of a cache a
-      limiter reserved in, when every key is a limiter counter; any other call (the router's
-      usage counters, ...) is declined, and counted so in `status()`;
-    - max_parallel_requests: `_acquire_parallel_slots_in_memory` (PRL:1871; all or nothing),
-      `_release_parallel_request_slots_in_memory` (PRL:2025; always: it gives back the region
-      slots an accelerated acquire took, whatever the flag or breaker say since, and declines
-      any other slot id) and `_read_local_gauge_counts` (PRL:1858) -> `Region.acquire`,
-      `release`, `slots_in_use`. Slots of a killed worker come back (the region reaps them);
+      (`Region.window_adjust`): `async_increment_tokens_with_ttl_preservation`,
+      `async_increment_reservation_aware_tokens` (ops that carry their reservation's window
+      start apply only in that window, as LiteLLM's), and the failure paths' own increments
+      (`async_log_failure_event`, `async_post_call_failure_hook`): up to 1.109
+      `DualCache.async_increment_cache_pipeline` of a cache a limiter reserved in, when every
+      key is a limiter counter (any other call, the router's usage counters, ..., is declined,
+      and counted so in `status()`); from 1.110 `RateLimitStore.increment_many` and
+      `increment_many_post_call` of a store without Redis (every key of it is a limiter counter);
+    - max_parallel_requests: `_acquire_parallel_slots_in_memory` (all or nothing),
+      `_release_parallel_request_slots` (always: it gives back the region slots an accelerated
+      acquire took, whatever the flag or breaker say since, and declines any other slot id to
+      LiteLLM's own release) and `_read_local_gauge_counts` -> `Region.acquire`, `release`,
+      `slots_in_use`. Slots of a killed worker come back (the region reaps them);
     - the other readers of these counters: `_PROXY_DynamicRateLimitHandlerV3.
-      _get_saturation_value_from_cache` (dynamic_rate_limiter_v3.py:103) and
-      `_PROXY_BatchRateLimiter._read_tpd_window_start` (batch_rate_limiter.py:792).
+      _get_saturation_value_from_cache` and `_PROXY_BatchRateLimiter._read_tpd_window_start`.
+
+LiteLLM releases (one set of patches; `_shapes()` below is the one place that knows the shapes)
+    - 1.104.9, 1.105.7, 1.106.12, 1.108.7/1.108.14, 1.109.3 ("keys"): counters are the cache's
+      str keys; the in-memory steps are async; steps take and return flat
+      [window, counter, ...] lists; a window start is read back as the int the cache decodes
+      (the str it was written as when this call opened it); gauges, ops and reservation
+      windows name str keys. (1.104 releases slots inline in `_release_parallel_request_slots`,
+      1.105+ in `_release_parallel_request_slots_in_memory`: patching the former serves both.)
+    - 1.110.2 ("store"): counters are `RateLimitCounter` / `RateLimitScope` objects of a
+      per-limiter `RateLimitStore`; the read, reservation, gauge-read and acquire steps are
+      sync; steps take counters and return (start, count) pairs; a window start always reads
+      back as the str it was written as; ops are `CounterIncrement` / `WindowGuardedIncrement`;
+      reservation windows name the `RateLimitCounter`; the failure paths increment through the
+      store. The region key of a counter is LiteLLM's own `{key:value}:kind`.
+    A LiteLLM whose functions match neither shape leaves the component off with a WARNING
+    naming each difference (from the closer shape).
 
 Redis
-    When LiteLLM is configured with Redis (`limiter.batch_rate_limiter_script`, or its cache's
-    `redis_cache`, set), every patched path declines: LiteLLM's Redis path, and its local
-    fallback when Redis fails, run untouched, and nothing is counted twice.
+    When LiteLLM is configured with Redis (up to 1.109: `limiter.batch_rate_limiter_script`, or
+    its cache's `redis_cache`, set; 1.110: `limiter.rate_limits.has_redis`), every patched path
+    declines: LiteLLM's Redis path, and its local fallback when Redis fails, run untouched, and
+    nothing is counted twice.
 
 Full table (RegionFullError)
     FAST_LITELLM_SHM_FULL_POLICY=open declines to LiteLLM's own per-worker counts;
@@ -51,9 +69,15 @@ Full table (RegionFullError)
     reservation is OVER_LIMIT). A post-call adjustment that finds no room is declined.
 
 Differences from LiteLLM accepted (the decisions and statuses are otherwise LiteLLM's own)
-    - No 200-entry eviction: every key keeps its counter.
+    - Counters are host-wide, per key: every limiter instance of every process of the host
+      counts the same key in one place (LiteLLM: per worker, and from 1.110 per limiter
+      instance; the dynamic limiter's own v3 limiter only counts its own keys).
+    - No 200-entry eviction (up to 1.109): every key keeps its counter.
     - Counters never go below 0. LiteLLM's in-memory counter goes negative when a refund
       lands in a window after the one it reserved in, giving that window extra room.
+    - Counts are whole numbers: an increment that is not one is declined (LiteLLM's own ops
+      are whole; 1.110 LiteLLM turns a counter a window-guarded settlement touched into a
+      float, 20.0 where the region reads 20, the same in every decision and status).
     - A post-call charge for a descriptor with no live window is dropped. LiteLLM writes it
       to a counter without a window (living 600 s, the cache default, or the op's ttl): when
       it exceeds the limit, the next pre-read refuses and no window opens until it expires.
@@ -74,10 +98,11 @@ import logging
 import os
 import weakref
 from collections import OrderedDict
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple
 
 from . import shm
 from ._acceleration import Component, Decline
+from ._compat import Shape, problems
 
 log = logging.getLogger("fast_litellm")
 
@@ -90,7 +115,7 @@ _region: Optional[shm.Region] = None
 _slot_ttl_s: float = 3600.0
 #: LiteLLM's suffix of daily-token (batch) descriptor keys (BATCH_TPD_DESCRIPTOR_SUFFIX).
 _tpd_suffix: str = "_tpd"
-#: DualCaches a limiter reserved tokens in: the failure paths refund through them.
+#: DualCaches a limiter reserved tokens in: the failure paths refund through them (up to 1.109).
 _reserving_caches: "weakref.WeakSet[Any]" = weakref.WeakSet()
 #: Region slots this process holds, by LiteLLM slot id: (acquire time, gauge keys), oldest first.
 _held: "OrderedDict[str, Tuple[float, List[str]]]" = OrderedDict()
@@ -98,17 +123,7 @@ _held: "OrderedDict[str, Tuple[float, List[str]]]" = OrderedDict()
 os.register_at_fork(after_in_child=_held.clear)  # a forked child holds none of its parent's slots
 
 
-def _uses_redis(limiter: Any) -> bool:
-    return (
-        getattr(limiter, "batch_rate_limiter_script", None) is not None
-        or limiter.internal_usage_cache.dual_cache.redis_cache is not None
-    )
-
-
-def _require_local(limiter: Any) -> shm.Region:
-    if _region is None or _uses_redis(limiter):
-        raise Decline("LiteLLM is configured with Redis")
-    return _region
+# ---- keys: LiteLLM's names of counters, in the region's terms --------------------------------
 
 
 @functools.lru_cache(maxsize=4096)
@@ -119,6 +134,19 @@ def _window_key(counter_key: str) -> Optional[str]:
     if kind in ("requests", "tokens") and prefix.startswith("{") and prefix.endswith("}"):
         return prefix + ":window"
     return None
+
+
+@functools.lru_cache(maxsize=4096)
+def _counter_keys(counter: Any) -> Tuple[str, str]:
+    """(window key, counter key) of a 1.110 `RateLimitCounter`, as LiteLLM names them."""
+    scope = f"{{{counter.scope.descriptor_key}:{counter.scope.descriptor_value}}}"
+    return scope + ":window", f"{scope}:{counter.kind}"
+
+
+@functools.lru_cache(maxsize=4096)
+def _gauge_key(scope: Any) -> str:
+    """The slot-registry key of a 1.110 `RateLimitScope`."""
+    return f"{{{scope.descriptor_key}:{scope.descriptor_value}}}:max_parallel_requests"
 
 
 def _pairs(keys: Sequence[str]) -> List[Tuple[str, str]]:
@@ -133,6 +161,137 @@ def _pairs(keys: Sequence[str]) -> List[Tuple[str, str]]:
     return pairs
 
 
+def _whole(amount: Any) -> int:
+    value = int(amount)
+    if value != amount:
+        raise Decline("not a whole number of tokens")
+    return value
+
+
+#: An increment in the region's terms: (counter key, window key or None when the key is no
+#: limiter counter, delta, (expected window start, reservation backend) or None when unguarded).
+_Op = Tuple[str, Optional[str], int, Optional[Tuple[Any, Any]]]
+
+
+class _Keys:
+    """LiteLLM 1.104 to 1.109: str keys of the limiter's DualCache, flat lists, dict ops."""
+
+    name = "keys"
+
+    @staticmethod
+    def uses_redis(limiter: Any) -> bool:
+        return (
+            getattr(limiter, "batch_rate_limiter_script", None) is not None
+            or limiter.internal_usage_cache.dual_cache.redis_cache is not None
+        )
+
+    pairs = staticmethod(_pairs)
+
+    @staticmethod
+    def counter(counter_key: str) -> Tuple[str, str]:
+        window_key = _window_key(counter_key)
+        if window_key is None:
+            raise Decline("not a limiter counter")
+        return window_key, counter_key
+
+    @staticmethod
+    def start(start: Optional[int], opened: bool) -> Any:
+        """A window start as LiteLLM's cache gives it: the str it wrote when this call opened
+        the window, else the int the cache decodes."""
+        return str(start) if opened else start
+
+    @staticmethod
+    def pack(states: Iterable[Tuple[Any, Any]]) -> List[Any]:
+        return [value for state in states for value in state]
+
+    @staticmethod
+    def meta_keys(meta: Dict[str, Any]) -> Tuple[str, str]:
+        return meta["window_key"], meta["counter_key"]
+
+    @staticmethod
+    def meta_identity(meta: Dict[str, Any]) -> Any:
+        return meta["counter_key"]
+
+    @staticmethod
+    def gauge_key(gauge: Dict[str, Any]) -> str:
+        return gauge["counter_key"]
+
+    @staticmethod
+    def gauge_keys(keys: Sequence[str]) -> Sequence[str]:
+        return keys
+
+    @staticmethod
+    def op(op: Dict[str, Any]) -> _Op:
+        key = op["key"]
+        window_key, start = op.get("window_key"), op.get("expected_window_start")
+        if window_key is not None and start is not None:
+            if _window_key(key) is None:
+                raise Decline("not limiter counters")
+            return key, window_key, _whole(op["increment_value"]), (start, op.get("reservation_backend"))
+        return key, _window_key(key), _whole(op["increment_value"]), None
+
+
+class _Store:
+    """LiteLLM 1.110: `RateLimitCounter` / `RateLimitScope` keys of the limiter's
+    `RateLimitStore`, (start, count) pairs, `CounterIncrement` / `WindowGuardedIncrement` ops."""
+
+    name = "store"
+
+    def __init__(self, guarded_type: type) -> None:
+        self.guarded_type = guarded_type
+
+    @staticmethod
+    def uses_redis(limiter: Any) -> bool:
+        return bool(limiter.rate_limits.has_redis)
+
+    @staticmethod
+    def pairs(counters: Sequence[Any]) -> List[Tuple[str, str]]:
+        return [_counter_keys(counter) for counter in counters]
+
+    counter = staticmethod(_counter_keys)
+
+    @staticmethod
+    def start(start: Optional[int], opened: bool) -> Any:
+        """The store gives back the str it was written as."""
+        return None if start is None else str(start)
+
+    @staticmethod
+    def pack(states: Iterable[Tuple[Any, Any]]) -> List[Any]:
+        return list(states)
+
+    @staticmethod
+    def meta_keys(meta: Dict[str, Any]) -> Tuple[str, str]:
+        return _counter_keys(meta["counter"])
+
+    @staticmethod
+    def meta_identity(meta: Dict[str, Any]) -> Any:
+        return meta["counter"]
+
+    @staticmethod
+    def gauge_key(gauge: Dict[str, Any]) -> str:
+        return _gauge_key(gauge["scope"])
+
+    @staticmethod
+    def gauge_keys(scopes: Sequence[Any]) -> List[str]:
+        return [_gauge_key(scope) for scope in scopes]
+
+    def op(self, op: Any) -> _Op:
+        guard = None
+        if isinstance(op, self.guarded_type):
+            guard, op = (op.expected_window_start, op.reservation_backend), op.increment
+        window_key, counter_key = _counter_keys(op.counter)
+        return counter_key, window_key, _whole(op.amount), guard
+
+
+_dialect: Any = _Keys
+
+
+def _require_local(limiter: Any) -> shm.Region:
+    if _region is None or _dialect.uses_redis(limiter):
+        raise Decline("LiteLLM is configured with Redis")
+    return _region
+
+
 def _full(region: shm.Region) -> None:
     if region.fail_open:
         raise Decline("region table full (fail-open): LiteLLM's per-worker counters decide")
@@ -141,42 +300,57 @@ def _full(region: shm.Region) -> None:
 # ---- windows ---------------------------------------------------------------------------
 
 
-async def in_memory_cache_sliding_window(self: Any, keys: List[str], now_int: int, window_size: int) -> List[Any]:
-    """Per pair [window_start, counter]: the start is a str when this call opened the window,
-    else the int LiteLLM's cache reads back, as `_in_memory_cache_sliding_window` returns."""
-    region = _require_local(self)
-    values: List[Any] = []
-    for window_key, counter_key in _pairs(keys):
+def _window_step(limiter: Any, pairs: List[Tuple[str, str]], now_int: int, window_size: int) -> List[Any]:
+    """Per pair (window start, counter), as LiteLLM's `_in_memory_cache_sliding_window` returns."""
+    region = _require_local(limiter)
+    states: List[Tuple[Any, Any]] = []
+    for window_key, counter_key in pairs:
         try:
             start, count, opened = region.window_add(window_key, counter_key, now_int, window_size)
         except shm.RegionFullError:
             _full(region)
-            values += (str(now_int), _FULL_COUNT)
+            states.append((str(now_int), _FULL_COUNT))
             continue
-        values += (str(start) if opened else start, count)
-    return values
+        states.append((_dialect.start(start, opened), count))
+    return _dialect.pack(states)
+
+
+async def in_memory_cache_sliding_window(self: Any, keys: List[str], now_int: int, window_size: int) -> List[Any]:
+    return _window_step(self, _dialect.pairs(keys), now_int, window_size)
+
+
+async def in_memory_cache_sliding_window_of_counters(
+    self: Any, counters: Sequence[Any], now_int: int, window_size: int
+) -> List[Any]:
+    return _window_step(self, _dialect.pairs(counters), now_int, window_size)
+
+
+def _read(limiter: Any, pairs: List[Tuple[str, str]]) -> List[Any]:
+    region = _require_local(limiter)
+    states = []
+    for window_key, counter_key in pairs:
+        start, count = region.window_get(window_key, counter_key)
+        states.append((_dialect.start(start, False), count))
+    return _dialect.pack(states)
 
 
 async def _batch_get_counter_values(
     self: Any, keys: List[str], parent_otel_span: Any, local_only: bool
 ) -> List[Optional[int]]:
-    region = _require_local(self)
-    values: List[Optional[int]] = []
-    for window_key, counter_key in _pairs(keys):
-        values += region.window_get(window_key, counter_key)
-    return values
+    return _read(self, _dialect.pairs(keys))
 
 
-async def _atomic_check_and_increment_in_memory(
+def _local_counter_states(self: Any, counters: Sequence[Any]) -> List[Any]:
+    return _read(self, _dialect.pairs(counters))
+
+
+def _atomic_check_and_increment_in_memory(
     self: Any, per_counter_meta: Sequence[Dict[str, Any]], parent_otel_span: Any = None
 ) -> Dict[str, Any]:
     region = _require_local(self)
     now_int = int(self._get_current_time().timestamp())
     _reserving_caches.add(self.internal_usage_cache.dual_cache)
-    items = [
-        (m["window_key"], m["counter_key"], m["current_limit"], m["increment"], m["window_size"])
-        for m in per_counter_meta
-    ]
+    items = [(*_dialect.meta_keys(m), m["current_limit"], m["increment"], m["window_size"]) for m in per_counter_meta]
     try:
         _, denied_index, counts = region.window_reserve(items, now_int)
     except shm.RegionFullError:
@@ -192,7 +366,7 @@ async def _atomic_check_and_increment_in_memory(
         "overall_code": "OK",
         "statuses": [_atomic_status(meta, "OK", count) for meta, (_, count) in zip(per_counter_meta, counts)],
         "reservation_windows": frozenset(
-            (meta["counter_key"], str(start), "local") for meta, (start, _) in zip(per_counter_meta, counts)
+            (_dialect.meta_identity(meta), str(start), "local") for meta, (start, _) in zip(per_counter_meta, counts)
         ),
     }
 
@@ -211,50 +385,42 @@ def _atomic_status(meta: Dict[str, Any], code: str, count: int) -> Dict[str, Any
 # ---- post-call reconciliation ----------------------------------------------------------
 
 
-def _adjust(region: shm.Region, operations: Sequence[Dict[str, Any]]) -> List[Optional[int]]:
+def _adjust(region: shm.Region, ops: Sequence[_Op]) -> List[Optional[int]]:
     """Each op's signed increment into its counter's live window (LiteLLM: an unconditional
     cache increment). Declined, before any write, unless every key is a limiter counter."""
-    targets = []
-    for op in operations:
-        window_key = _window_key(op["key"])
-        if window_key is None:
-            raise Decline("not limiter counters")
-        targets.append((window_key, op["key"], int(op["increment_value"])))
+    if any(window_key is None for _, window_key, _, _ in ops):
+        raise Decline("not limiter counters")
     try:
-        return [region.window_adjust(window_key, counter_key, delta) for window_key, counter_key, delta in targets]
+        return [region.window_adjust(window_key, counter_key, delta) for counter_key, window_key, delta, _ in ops]
     except shm.RegionFullError:
         raise Decline("region table full") from None
 
 
 async def async_increment_tokens_with_ttl_preservation(
-    self: Any, pipeline_operations: List[Dict[str, Any]], parent_otel_span: Any = None
+    self: Any, pipeline_operations: Sequence[Any], parent_otel_span: Any = None
 ) -> None:
     region = _require_local(self)
     if pipeline_operations:
-        _adjust(region, pipeline_operations)
+        _adjust(region, [_dialect.op(op) for op in pipeline_operations])
 
 
 async def async_increment_reservation_aware_tokens(
-    self: Any, pipeline_operations: Sequence[Dict[str, Any]], parent_otel_span: Any = None
+    self: Any, pipeline_operations: Sequence[Any], parent_otel_span: Any = None
 ) -> None:
     region = _require_local(self)
-    unguarded: List[Dict[str, Any]] = []
-    guarded: List[Dict[str, Any]] = []
-    for op in pipeline_operations:
-        has_window = op.get("window_key") is not None and op.get("expected_window_start") is not None
-        (guarded if has_window else unguarded).append(op)
-    if any(_window_key(op["key"]) is None for op in guarded):
-        raise Decline("not limiter counters")
-    _adjust(region, unguarded)
+    ops = [_dialect.op(op) for op in pipeline_operations]
+    _adjust(region, [op for op in ops if op[3] is None])
     try:
-        for op in guarded:
-            delta = int(op["increment_value"])
-            if op.get("reservation_backend") == "local":
+        for counter_key, window_key, delta, guard in ops:
+            if guard is None:
+                continue
+            expected_start, backend = guard
+            if backend == "local":
                 # Only in the window the reservation counted in; a later window never saw it.
-                region.window_adjust(op["window_key"], op["key"], delta, int(op["expected_window_start"]))
+                region.window_adjust(window_key, counter_key, delta, int(expected_start))
             elif delta > 0:
                 # Reserved in Redis, which is gone: LiteLLM adds charges, drops refunds.
-                region.window_adjust(op["window_key"], op["key"], delta)
+                region.window_adjust(window_key, counter_key, delta)
     except shm.RegionFullError:
         raise Decline("region table full") from None
 
@@ -266,11 +432,19 @@ async def dual_cache_increment_pipeline(
     parent_otel_span: Any = None,
     **kwargs: Any,
 ) -> List[Optional[int]]:
-    """The failure paths' refunds of a reservation made in the region (they write through
-    the limiter's DualCache). Every other cache, or key, keeps LiteLLM's path."""
+    """Up to 1.109, the failure paths' refunds of a reservation made in the region (they write
+    through the limiter's DualCache). Every other cache, or key, keeps LiteLLM's path."""
     if _region is None or self.redis_cache is not None or self not in _reserving_caches:
         raise Decline("not a cache a limiter reserved in")
-    return _adjust(_region, increment_list)
+    return _adjust(_region, [_Keys.op(op) for op in increment_list])
+
+
+async def store_increment_many(self: Any, increments: Sequence[Any]) -> None:
+    """1.110, the failure paths' settlements (`RateLimitStore.increment_many[_post_call]`): a
+    store without Redis holds only limiter counters, in memory."""
+    if _region is None or self.has_redis:
+        raise Decline("LiteLLM is configured with Redis")
+    _adjust(_region, [_dialect.op(op) for op in increments])
 
 
 # ---- max_parallel_requests -------------------------------------------------------------
@@ -289,22 +463,30 @@ def _release_leaked_slots(region: shm.Region, now: float) -> None:
             region.release(key)
 
 
+def _gauge_counts(limiter: Any, keys: Sequence[str]) -> List[int]:
+    region = _require_local(limiter)
+    _release_leaked_slots(region, limiter._get_current_time().timestamp())
+    return [region.slots_in_use(key) for key in keys]
+
+
 async def _read_local_gauge_counts(self: Any, gauge_keys: List[str], parent_otel_span: Any = None) -> List[int]:
-    region = _require_local(self)
-    _release_leaked_slots(region, self._get_current_time().timestamp())
-    return [region.slots_in_use(key) for key in gauge_keys]
+    return _gauge_counts(self, _dialect.gauge_keys(gauge_keys))
 
 
-async def _acquire_parallel_slots_in_memory(
+def _read_local_gauge_counts_of_scopes(self: Any, gauges: Sequence[Any]) -> List[int]:
+    return _gauge_counts(self, _dialect.gauge_keys(gauges))
+
+
+def _acquire_parallel_slots_in_memory(
     self: Any, gauges: List[Dict[str, Any]], slot_id: str, parent_otel_span: Any = None
 ) -> Dict[str, Any]:
     region = _require_local(self)
     now = self._get_current_time().timestamp()
     _release_leaked_slots(region, now)
+    keys = [_dialect.gauge_key(gauge) for gauge in gauges]
     taken: List[str] = []
     try:
-        for gauge in gauges:
-            key = gauge["counter_key"]
+        for gauge, key in zip(gauges, keys):
             if not region.acquire(key, max(0, gauge["limit"])):
                 in_flight = region.slots_in_use(key)
                 return {"overall_code": "OVER_LIMIT", "statuses": [self._gauge_status(gauge, in_flight, "OVER_LIMIT")]}
@@ -316,14 +498,12 @@ async def _acquire_parallel_slots_in_memory(
             region.release(key)
     return {
         "overall_code": "OK",
-        "statuses": [self._gauge_status(gauge, region.slots_in_use(gauge["counter_key"]), "OK") for gauge in gauges],
+        "statuses": [self._gauge_status(gauge, region.slots_in_use(key), "OK") for gauge, key in zip(gauges, keys)],
     }
 
 
-async def _release_parallel_request_slots_in_memory(
-    self: Any, counter_keys: List[str], slot_id: str, parent_otel_span: Any
-) -> None:
-    held = _held.pop(slot_id, None)
+async def _release_parallel_request_slots(self: Any, acquisition: Dict[str, Any], parent_otel_span: Any = None) -> None:
+    held = _held.pop(acquisition.get("slot_id"), None)
     if held is None or _region is None:
         raise Decline("not a slot taken in the region")
     for key in held[1]:
@@ -333,12 +513,18 @@ async def _release_parallel_request_slots_in_memory(
 # ---- other readers -----------------------------------------------------------------------
 
 
-async def _get_saturation_value_from_cache(self: Any, counter_key: str) -> Optional[int]:
-    region = _require_local(self.v3_limiter)
-    window_key = _window_key(counter_key)
-    if window_key is None:
-        raise Decline("not a limiter counter")
+def _saturation(dynamic: Any, counter: Any) -> Optional[int]:
+    region = _require_local(dynamic.v3_limiter)
+    window_key, counter_key = _dialect.counter(counter)
     return region.window_get(window_key, counter_key)[1]
+
+
+async def _get_saturation_value_from_cache(self: Any, counter_key: str) -> Optional[int]:
+    return _saturation(self, counter_key)
+
+
+async def _get_saturation_value_from_cache_of_counter(self: Any, counter: Any) -> Optional[int]:
+    return _saturation(self, counter)
 
 
 async def _read_tpd_window_start(self: Any, status: Dict[str, Any], parent_otel_span: Any) -> Optional[int]:
@@ -350,58 +536,123 @@ async def _read_tpd_window_start(self: Any, status: Dict[str, Any], parent_otel_
     return region.window_get(scope + ":window", scope + ":tokens")[0]
 
 
-# ---- install -------------------------------------------------------------------------------
+# ---- the shapes, and install -----------------------------------------------------------------
+
+#: One patch: the shape LiteLLM's function must have (its parameter names per dialect, and
+#: whether it is async), what replaces it, and whether it runs whatever the flag says.
+_Patch = Tuple[Shape, Callable[..., Any], bool]
+
+
+def _shapes(prl: Any, dual_cache: Any, store: Any, dynamic: Any, batch: Any) -> Dict[str, List[_Patch]]:
+    """Every function the patches replace, for each dialect of LiteLLM this code knows: the one
+    place that knows how the releases differ."""
+    L = prl._PROXY_MaxParallelRequestsHandler_v3
+
+    def entry(owner: Any, name: str, dialect: str, params: Tuple[str, ...], is_async: bool,
+              replacement: Callable[..., Any], always: bool = False) -> _Patch:
+        return Shape(owner, name, {dialect: ("self",) + params}, is_async), replacement, always
+
+    def common(d: str) -> List[_Patch]:  # the same in every dialect
+        return [
+            entry(L, "async_increment_tokens_with_ttl_preservation", d, ("pipeline_operations", "parent_otel_span"),
+                  True, async_increment_tokens_with_ttl_preservation),
+            entry(L, "async_increment_reservation_aware_tokens", d, ("pipeline_operations", "parent_otel_span"),
+                  True, async_increment_reservation_aware_tokens),
+            entry(L, "_release_parallel_request_slots", d, ("acquisition", "parent_otel_span"),
+                  True, _release_parallel_request_slots, always=True),
+            entry(batch, "_read_tpd_window_start", d, ("status", "parent_otel_span"), True, _read_tpd_window_start),
+        ]
+
+    keys = "keys"
+    table = {
+        keys: [
+            entry(L, "in_memory_cache_sliding_window", keys, ("keys", "now_int", "window_size"),
+                  True, in_memory_cache_sliding_window),
+            entry(L, "_batch_get_counter_values", keys, ("keys", "parent_otel_span", "local_only"),
+                  True, _batch_get_counter_values),
+            entry(L, "_atomic_check_and_increment_in_memory", keys, ("per_counter_meta", "parent_otel_span"),
+                  True, _atomic_check_and_increment_in_memory),
+            entry(dual_cache, "async_increment_cache_pipeline", keys,
+                  ("increment_list", "local_only", "parent_otel_span", "kwargs"), True, dual_cache_increment_pipeline),
+            entry(L, "_read_local_gauge_counts", keys, ("gauge_keys", "parent_otel_span"),
+                  True, _read_local_gauge_counts),
+            entry(L, "_acquire_parallel_slots_in_memory", keys, ("gauges", "slot_id", "parent_otel_span"),
+                  True, _acquire_parallel_slots_in_memory),
+            entry(dynamic, "_get_saturation_value_from_cache", keys, ("counter_key",),
+                  True, _get_saturation_value_from_cache),
+            *common(keys),
+        ],
+    }
+    if store is not None:
+        s = "store"
+        table[s] = [
+            entry(L, "in_memory_cache_sliding_window", s, ("counters", "now_int", "window_size"),
+                  True, in_memory_cache_sliding_window_of_counters),
+            entry(L, "_local_counter_states", s, ("counters",), False, _local_counter_states),
+            entry(L, "_atomic_check_and_increment_in_memory", s, ("per_counter_meta",),
+                  False, _atomic_check_and_increment_in_memory),
+            entry(store, "increment_many", s, ("increments",), True, store_increment_many),
+            entry(store, "increment_many_post_call", s, ("increments",), True, store_increment_many),
+            entry(L, "_read_local_gauge_counts", s, ("gauges",), False, _read_local_gauge_counts_of_scopes),
+            entry(L, "_acquire_parallel_slots_in_memory", s, ("gauges", "slot_id"),
+                  False, _acquire_parallel_slots_in_memory),
+            entry(dynamic, "_get_saturation_value_from_cache", s, ("counter",),
+                  True, _get_saturation_value_from_cache_of_counter),
+            *common(s),
+        ]
+    return table
+
+
+def _same_kind(original: Any, replacement: Callable[..., Any]) -> Callable[..., Any]:
+    """The replacements that only touch the region are written sync; where LiteLLM's step is
+    async (up to 1.109), they are awaited as it is."""
+    function = getattr(original, "__func__", original)
+    if not inspect.iscoroutinefunction(function) or inspect.iscoroutinefunction(replacement):
+        return replacement
+
+    @functools.wraps(replacement)
+    async def run(*args: Any, **kwargs: Any) -> Any:
+        return replacement(*args, **kwargs)
+
+    return run
 
 
 def install(c: Component) -> None:
-    global _region, _slot_ttl_s, _tpd_suffix
+    global _region, _slot_ttl_s, _tpd_suffix, _dialect
     region = shm.region()
     if region is None:
         raise Decline("no shared region (FAST_LITELLM_SHM=off)")
     from litellm.caching.dual_cache import DualCache
-    from litellm.constants import BATCH_TPD_DESCRIPTOR_SUFFIX
     from litellm.proxy.hooks import parallel_request_limiter_v3 as prl
     from litellm.proxy.hooks.batch_rate_limiter import _PROXY_BatchRateLimiter
     from litellm.proxy.hooks.dynamic_rate_limiter_v3 import _PROXY_DynamicRateLimitHandlerV3
 
+    try:
+        from litellm.redis.stores.rate_limits import RateLimitStore
+    except ImportError:  # up to 1.109
+        RateLimitStore = None
+    import litellm.constants as constants
+
+    table = _shapes(prl, DualCache, RateLimitStore, _PROXY_DynamicRateLimitHandlerV3, _PROXY_BatchRateLimiter)
+    names = [(prl, "PARALLEL_REQUEST_SLOT_TTL_SECONDS"), (constants, "BATCH_TPD_DESCRIPTOR_SUFFIX")]
+    extra = {"store": [(prl, "WindowGuardedIncrement")]}
+    found = {d: problems([shape for shape, _, _ in patches], names + extra.get(d, [])) for d, patches in table.items()}
+    dialect = next((d for d, listed in found.items() if not listed), None)
+    if dialect is None:
+        # Patch nothing (a half-patched limiter would count in two places); name what changed
+        # against the closer of the shapes these patches were written for.
+        closest = min(found, key=lambda d: len(found[d]))
+        log.warning("fast_litellm: %s: this LiteLLM does not match: %s", c.name, "; ".join(found[closest]))
+        raise Decline(f"LiteLLM differs from the limiter's {closest!r} shape in: {'; '.join(found[closest])}")
+
     _region = region
     _slot_ttl_s = float(prl.PARALLEL_REQUEST_SLOT_TTL_SECONDS)
-    _tpd_suffix = BATCH_TPD_DESCRIPTOR_SUFFIX
-    limiter = prl._PROXY_MaxParallelRequestsHandler_v3
-    patches: List[Tuple[Any, str, Tuple[str, ...], Any, bool]] = [
-        (limiter, "in_memory_cache_sliding_window", ("self", "keys", "now_int", "window_size"),
-         in_memory_cache_sliding_window, False),
-        (limiter, "_batch_get_counter_values", ("self", "keys", "parent_otel_span", "local_only"),
-         _batch_get_counter_values, False),
-        (limiter, "_atomic_check_and_increment_in_memory", ("self", "per_counter_meta", "parent_otel_span"),
-         _atomic_check_and_increment_in_memory, False),
-        (limiter, "async_increment_tokens_with_ttl_preservation", ("self", "pipeline_operations", "parent_otel_span"),
-         async_increment_tokens_with_ttl_preservation, False),
-        (limiter, "async_increment_reservation_aware_tokens", ("self", "pipeline_operations", "parent_otel_span"),
-         async_increment_reservation_aware_tokens, False),
-        (DualCache, "async_increment_cache_pipeline",
-         ("self", "increment_list", "local_only", "parent_otel_span", "kwargs"), dual_cache_increment_pipeline, False),
-        (limiter, "_read_local_gauge_counts", ("self", "gauge_keys", "parent_otel_span"),
-         _read_local_gauge_counts, False),
-        (limiter, "_acquire_parallel_slots_in_memory", ("self", "gauges", "slot_id", "parent_otel_span"),
-         _acquire_parallel_slots_in_memory, False),
-        (limiter, "_release_parallel_request_slots_in_memory", ("self", "counter_keys", "slot_id", "parent_otel_span"),
-         _release_parallel_request_slots_in_memory, True),
-        (_PROXY_DynamicRateLimitHandlerV3, "_get_saturation_value_from_cache", ("self", "counter_key"),
-         _get_saturation_value_from_cache, False),
-        (_PROXY_BatchRateLimiter, "_read_tpd_window_start", ("self", "status", "parent_otel_span"),
-         _read_tpd_window_start, False),
-    ]
-    # Patch only what still looks like what these replacements were written against: a
-    # missing or changed method leaves the whole component off (a half-patched limiter
-    # would count in two places).
+    _tpd_suffix = constants.BATCH_TPD_DESCRIPTOR_SUFFIX
+    _dialect = _Keys if dialect == "keys" else _Store(prl.WindowGuardedIncrement)
     failed = []
-    for owner, name, params, accelerated, always in patches:
-        original = getattr(owner, name, None)
-        if original is not None and tuple(inspect.signature(original).parameters) != params:
-            log.warning("fast_litellm: %s: cannot patch %s.%s: its signature changed", c.name, owner.__name__, name)
-            failed.append(name)
-        elif not c.patch(owner, name, accelerated, always=always):
-            failed.append(name)
+    for shape, replacement, always in table[dialect]:
+        original = inspect.getattr_static(shape.owner, shape.attribute)
+        if not c.patch(shape.owner, shape.attribute, _same_kind(original, replacement), always=always):
+            failed.append(shape.attribute)
     if failed:
-        raise Decline(f"LiteLLM differs from 1.106.2 in {', '.join(failed)}")
+        raise Decline(f"could not patch {', '.join(failed)}")
