@@ -64,10 +64,26 @@ impl Region {
     /// Creates or attaches the region at `path`, or an anonymous one shared with forked children.
     /// `dims` set explicitly must match an existing region.
     pub fn open(path: Option<&Path>, dims: Option<Dimensions>, policy: FullPolicy) -> Result<Region, RegionError> {
+        Self::open_with(path, dims.map(|d| d.capacity), dims.map(|d| d.max_workers), policy)
+    }
+
+    /// As `open`, with each dimension set or not: one left unset takes the default for a new
+    /// region and is not checked against an existing one.
+    pub fn open_with(
+        path: Option<&Path>,
+        capacity: Option<u32>,
+        max_workers: Option<u32>,
+        policy: FullPolicy,
+    ) -> Result<Region, RegionError> {
         install_fork_hook();
+        let defaults = Dimensions::default();
         let opts = OpenOptions {
-            dims: dims.unwrap_or_default(),
-            explicit: dims.is_some(),
+            dims: Dimensions {
+                capacity: capacity.unwrap_or(defaults.capacity),
+                max_workers: max_workers.unwrap_or(defaults.max_workers),
+            },
+            check_capacity: capacity.is_some(),
+            check_workers: max_workers.is_some(),
         };
         let (map, attach) = match path {
             Some(p) => region::open_path(p, opts)?,

@@ -102,12 +102,13 @@ impl Default for Dimensions {
     }
 }
 
-/// What attaching asked for: `requested` dimensions are checked against an existing region
-/// only when the caller set them explicitly.
+/// What attaching asked for: `dims` (defaults filled in) for a new region; an existing
+/// region's capacity and worker count are checked only where the caller set them.
 #[derive(Debug, Clone, Copy)]
 pub struct OpenOptions {
     pub dims: Dimensions,
-    pub explicit: bool,
+    pub check_capacity: bool,
+    pub check_workers: bool,
 }
 
 /// How an attach went, for the log line a process writes at start-up.
@@ -455,13 +456,24 @@ pub fn open_path(path: &Path, opts: OpenOptions) -> Result<(Mapping, Attach), Re
         return Ok((map, Attach::Created));
     }
     let dims = validate_header(&header, st.st_size as u64, &what)?;
-    if opts.explicit && dims != opts.dims {
+    let asked: Vec<String> = [
+        (opts.check_capacity && dims.capacity != opts.dims.capacity)
+            .then(|| format!("capacity {} (it has {})", opts.dims.capacity, dims.capacity)),
+        (opts.check_workers && dims.max_workers != opts.dims.max_workers)
+            .then(|| format!("{} workers (it has {})", opts.dims.max_workers, dims.max_workers)),
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
+    if !asked.is_empty() {
         return Err(RegionError::new(
             ErrorKind::Config,
             format!(
-                "{what} exists with capacity {} and {} workers, but capacity {} and {} workers were asked for; \
+                "{what} exists with capacity {} and {} workers, but {} was asked for; \
                  remove the file while no process uses it, or ask for the existing size",
-                dims.capacity, dims.max_workers, opts.dims.capacity, opts.dims.max_workers
+                dims.capacity,
+                dims.max_workers,
+                asked.join(" and ")
             ),
         ));
     }

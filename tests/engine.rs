@@ -255,3 +255,18 @@ fn the_sizing_rule_holds_three_quarters_of_capacity_without_a_full_event() {
     let s = r.table().stats();
     assert_eq!((s.used, s.full_events), (live as u64, 0));
 }
+
+#[test]
+fn only_the_dimensions_asked_for_are_checked_on_attach() {
+    let path = std::env::temp_dir().join(format!("fl-engine-dims-{}", std::process::id()));
+    let _ = std::fs::remove_file(&path);
+    let created = Region::open_with(Some(&path), Some(1024), Some(8), FullPolicy::Closed).unwrap();
+    // Workers asked for, capacity not: the existing capacity is used, not the default's.
+    let attached = Region::open_with(Some(&path), None, Some(8), FullPolicy::Closed).unwrap();
+    assert_eq!(attached.table().dims().capacity, 1024);
+    let wrong = Region::open_with(Some(&path), None, Some(16), FullPolicy::Closed).err().unwrap();
+    assert!(wrong.to_string().contains("but 16 workers (it has 8) was asked for"), "{wrong}");
+    assert!(!wrong.to_string().contains("capacity 262144"), "{wrong}");
+    drop((created, attached));
+    std::fs::remove_file(&path).unwrap();
+}

@@ -45,6 +45,22 @@ def capacity_for(slots: int) -> int:
     return 1 << (slots - 1).bit_length()
 
 
+def capacity_problem(slots: int) -> Optional[str]:
+    """Why `slots` counters cannot be a region's capacity, or None."""
+    low, high = _native.MIN_CAPACITY, _native.MAX_CAPACITY
+    if not low <= capacity_for(slots) <= high:
+        return f"asks for {slots} counters: a region holds {low:,} to {high:,} (rounded up to a power of two)"
+    return None
+
+
+def workers_problem(workers: int) -> Optional[str]:
+    """Why `workers` cannot be a region's worker count, or None."""
+    low, high = _native.MIN_WORKERS, _native.MAX_WORKERS
+    if not low <= workers <= high:
+        return f"asks for {workers} worker entries: a region has {low} to {high:,}"
+    return None
+
+
 def region_settings(env: Mapping[str, str] = os.environ) -> RegionSettings:
     raw_path = env.get("FAST_LITELLM_SHM", "").strip()
     enabled = raw_path.lower() not in OFF_VALUES
@@ -52,8 +68,12 @@ def region_settings(env: Mapping[str, str] = os.environ) -> RegionSettings:
     if path is not None and not path.startswith("/"):
         raise ConfigError(f"FAST_LITELLM_SHM={raw_path!r} must be an absolute path (e.g. /dev/shm/fl) or 'off'")
     slots = _positive_int(env, "FAST_LITELLM_SHM_CAPACITY")
+    if slots is not None and capacity_problem(slots):
+        raise ConfigError(f"FAST_LITELLM_SHM_CAPACITY={env['FAST_LITELLM_SHM_CAPACITY']!r} {capacity_problem(slots)}")
     capacity = capacity_for(slots) if slots is not None else None
     max_workers = _positive_int(env, "FAST_LITELLM_SHM_WORKERS")
+    if max_workers is not None and workers_problem(max_workers):
+        raise ConfigError(f"FAST_LITELLM_SHM_WORKERS={env['FAST_LITELLM_SHM_WORKERS']!r} {workers_problem(max_workers)}")
     policy = env.get("FAST_LITELLM_SHM_FULL_POLICY", "closed").strip().lower() or "closed"
     if policy not in ("open", "closed"):
         raise ConfigError(f"FAST_LITELLM_SHM_FULL_POLICY={policy!r} must be 'open' or 'closed'")

@@ -25,6 +25,10 @@ __all__ = [
     "DEFAULT_CAPACITY",
     "DEFAULT_MAX_WORKERS",
     "SLOT_SIZE",
+    "MIN_CAPACITY",
+    "MAX_CAPACITY",
+    "MIN_WORKERS",
+    "MAX_WORKERS",
     "__version__",
 ]
 
@@ -33,6 +37,11 @@ LAYOUT_VERSION: int
 DEFAULT_CAPACITY: int
 DEFAULT_MAX_WORKERS: int
 SLOT_SIZE: int
+#: The dimensions a region can have: counter slots (a power of two) and worker entries.
+MIN_CAPACITY: int
+MAX_CAPACITY: int
+MIN_WORKERS: int
+MAX_WORKERS: int
 
 class RegionError(Exception): ...
 class RegionFormatError(RegionError): ...

@@ -62,6 +62,13 @@ class SlotUnavailable(RuntimeError):
         self.max_slots = max_slots
 
 
+def _whole(value: object, name: str) -> None:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name} must be a whole number, not {value!r}")
+    if value <= 0:
+        raise ValueError(f"{name} must be positive, got {value}")
+
+
 class Region(_native.Region):
     """A process's handle on a shared region, created or attached.
 
@@ -83,14 +90,23 @@ class Region(_native.Region):
         settings = _config.region_settings()
         if path is None:
             path = settings.path
+        elif not os.fspath(path):
+            raise ValueError("path must name a region file, e.g. /dev/shm/fl (None: FAST_LITELLM_SHM)")
         if capacity is None:
             capacity = settings.capacity
-        elif capacity <= 0:
-            raise ValueError(f"capacity must be positive, got {capacity}")
         else:
+            _whole(capacity, "capacity")
+            problem = _config.capacity_problem(capacity)
+            if problem:
+                raise RegionConfigError(f"capacity={capacity} {problem}")
             capacity = _config.capacity_for(capacity)
         if max_workers is None:
             max_workers = settings.max_workers
+        else:
+            _whole(max_workers, "max_workers")
+            problem = _config.workers_problem(max_workers)
+            if problem:
+                raise RegionConfigError(f"max_workers={max_workers} {problem}")
         if fail_open is None:
             fail_open = settings.fail_open
         return super().__new__(cls, os.fspath(path) if path is not None else None,

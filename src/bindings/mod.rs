@@ -293,13 +293,6 @@ impl PyRegion {
         max_workers: Option<u32>,
         fail_open: bool,
     ) -> PyResult<Self> {
-        let dims = match (capacity, max_workers) {
-            (None, None) => None,
-            (c, w) => Some(Dimensions {
-                capacity: c.unwrap_or(Dimensions::default().capacity),
-                max_workers: w.unwrap_or(Dimensions::default().max_workers),
-            }),
-        };
         let policy = if fail_open {
             FullPolicy::Open
         } else {
@@ -307,7 +300,7 @@ impl PyRegion {
         };
         // Attaching may wait on another process's flock: let other Python threads run.
         let inner = py
-            .detach(|| Region::open(path.as_deref(), dims, policy))
+            .detach(|| Region::open_with(path.as_deref(), capacity, max_workers, policy))
             .map_err(to_py_err)?;
         Ok(PyRegion {
             inner,
@@ -649,6 +642,10 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("DEFAULT_CAPACITY", crate::region::DEFAULT_CAPACITY)?;
     m.add("DEFAULT_MAX_WORKERS", crate::region::DEFAULT_MAX_WORKERS)?;
     m.add("SLOT_SIZE", crate::layout::SLOT_SIZE)?;
+    m.add("MIN_CAPACITY", crate::layout::MIN_CAPACITY)?;
+    m.add("MAX_CAPACITY", crate::layout::MAX_CAPACITY)?;
+    m.add("MIN_WORKERS", crate::layout::MIN_WORKERS)?;
+    m.add("MAX_WORKERS", crate::layout::MAX_WORKERS)?;
     tokens::register(m)?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     Ok(())
