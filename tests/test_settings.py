@@ -57,3 +57,18 @@ def test_bad_region_arguments_say_which_and_why(region_path, kwargs, error, mess
 def test_an_empty_path_is_refused_with_the_reason():
     with pytest.raises(ValueError, match="path must name a region file"):
         shm.Region("")
+
+
+def test_a_slot_refused_by_a_full_table_says_so_not_that_its_slots_are_taken(region_path):
+    r = shm.Region(region_path, capacity=64)
+    for i in range(2000):
+        if r.hit(f"filler-{i}", 10, 3600.0).table_full:
+            break
+    else:
+        pytest.fail("the 64-slot table never filled")
+    with pytest.raises(shm.SlotUnavailable) as refused:
+        with r.slot("deployment:x", 8):
+            pass
+    assert refused.value.table_full and "table is full (0 of 8 in use)" in str(refused.value)
+    assert "FAST_LITELLM_SHM_CAPACITY" in str(refused.value)
+    r.close()

@@ -54,10 +54,17 @@ __all__ = [
 log = logging.getLogger("fast_litellm")
 
 class SlotUnavailable(RuntimeError):
-    """All slots of a key are taken (raised by Region.slot)."""
+    """No slot of a key could be taken (raised by Region.slot): all `max_slots` are in use,
+    or (`table_full`) the region's table had no room for the key at all."""
 
-    def __init__(self, key: str, max_slots: int) -> None:
-        super().__init__(f"all {max_slots} slots of {key!r} are in use")
+    def __init__(self, key: str, max_slots: int, in_use: int = -1) -> None:
+        self.table_full = 0 <= in_use < max_slots
+        if self.table_full:
+            message = (f"no slot of {key!r} could be taken: the region's table is full ({in_use} of {max_slots} "
+                       f"in use); raise FAST_LITELLM_SHM_CAPACITY")
+        else:
+            message = f"all {max_slots} slots of {key!r} are in use"
+        super().__init__(message)
         self.key = key
         self.max_slots = max_slots
 
@@ -117,7 +124,7 @@ class Region(_native.Region):
         """Holds one slot of key for the block; SlotUnavailable when all are taken.
         The slot is given back however the block ends."""
         if not self.acquire(key, max_slots):
-            raise SlotUnavailable(key, max_slots)
+            raise SlotUnavailable(key, max_slots, self.slots_in_use(key))
         try:
             yield
         finally:
