@@ -484,16 +484,30 @@ impl Table {
     }
 
     /// Reads a limit's current state without counting or inserting.
+    /// Reads a key without counting: `current`, `remaining` and the reset as they are, and
+    /// `allowed` / `retry_after` as `hit` would answer a hit of cost 1 now (so a key at its
+    /// limit, or a limit of 0, reads as refused).
     pub fn peek(&self, h: &Hit) -> Decision {
-        let probe = Hit { cost: 0, ..h.clone() };
         let now = now_ns();
-        let Some(found) = self.find(h.algorithm.kind(), h.key) else {
-            return window_step(0, 0, now, &probe).0;
+        let (lo, count) = match self.find(h.algorithm.kind(), h.key) {
+            Some(found) => {
+                let (lo, hi) = split(self.slot(found.idx).state.load(Acquire));
+                (lo, state::count(hi))
+            }
+            None => (0, 0),
         };
-        let (lo, hi) = split(self.slot(found.idx).state.load(Acquire));
-        match h.algorithm {
-            Algorithm::FixedWindow => window_step(lo, state::count(hi), now, &probe).0,
-            Algorithm::Gcra => gcra_step(lo, now, &probe).0,
+        let step = |cost: u64| {
+            let probe = Hit { cost, ..h.clone() };
+            match h.algorithm {
+                Algorithm::FixedWindow => window_step(lo, count, now, &probe).0,
+                Algorithm::Gcra => gcra_step(lo, now, &probe).0,
+            }
+        };
+        let (read, next) = (step(0), step(1));
+        Decision {
+            allowed: next.allowed,
+            retry_after_ns: next.retry_after_ns,
+            ..read
         }
     }
 

@@ -270,3 +270,24 @@ fn only_the_dimensions_asked_for_are_checked_on_attach() {
     drop((created, attached));
     std::fs::remove_file(&path).unwrap();
 }
+
+#[test]
+fn peek_answers_as_hit_would_without_counting() {
+    let r = anon(1024, FullPolicy::Closed);
+    let t = r.table();
+    for algorithm in [Algorithm::FixedWindow, Algorithm::Gcra] {
+        let key = format!("peek-{algorithm:?}");
+        let h = |limit| Hit {
+            algorithm,
+            ..hit(&key, limit, 60_000 * MS, 1)
+        };
+        assert!(t.peek(&h(2)).allowed, "an unused key is admitted");
+        assert!(!t.peek(&h(0)).allowed, "a limit of 0 admits nothing");
+        assert!(t.hit(&h(2)).unwrap().allowed && t.hit(&h(2)).unwrap().allowed);
+        let read = t.peek(&h(2));
+        let refused = t.hit(&h(2)).unwrap();
+        assert!(!refused.allowed && !read.allowed, "{read:?} / {refused:?}");
+        assert_eq!((read.current, read.remaining), (2, 0));
+        assert!(read.retry_after_ns > 0);
+    }
+}
