@@ -1,6 +1,8 @@
 """Generated `token_counter` calls for the parity suite: seeded, JSON-serialisable, and
-covering every input kind LiteLLM's counter reads. A case is {"kwargs": {...}, "fast": bool},
-"fast" meaning fast_litellm must count it in its one native call (not decline it).
+covering every input kind LiteLLM's counter reads, on every release in the supported range.
+A case is {"kwargs": {...}, "fast": bool} (and "needs": [parameter, ...] when it passes a
+parameter some releases lack), "fast" meaning fast_litellm must count it in its one native call
+(not decline it) wherever token_counter has every parameter it needs.
 Markers the child turns into objects: {"__pydantic_message__": {...}} (litellm.Message) and
 {"__tuple__": [...]} (a tuple)."""
 
@@ -15,9 +17,14 @@ TIKTOKEN_MODELS = [
     "gpt-4o", "gpt-4o-mini", "gpt-4.1", "gpt-5", "o3-mini", "gpt-4", "gpt-3.5-turbo", "gpt-3.5-turbo-0301",
     "gpt-35-turbo", "azure/gpt-41", "openai/gpt-4o", "azure/gpt-4o", "text-davinci-003", "unknown-model-xyz",
     "claude-3-5-sonnet-20240620", "gemini/gemini-2.0-flash", "", None,
+    # Models with a chat-template tool section (1.104 when asked, 1.109 on always; grok 1.110 on).
+    "qwen3.5-72b-instruct", "openrouter/qwen/qwen3.5-plus", "xai/grok-4-1-fast", "xai/grok-4.3",
 ]
 # Counted by LiteLLM with a Hugging Face tokenizer (the bundled Anthropic one: no download).
 HF_MODELS = ["claude-haiku-4-5"]
+# Counted with tiktoken and a chat-template tool section in 1.104, with LiteLLM's bundled
+# DeepSeek tokenizer from 1.109 on (so not "fast" on every release).
+MAYBE_HF_MODELS = ["deepseek-v4", "deepseek/deepseek-chat"]
 
 SCRIPTS = [
     "The quick brown fox jumps over the lazy dog. ",
@@ -92,7 +99,9 @@ def _content_part(rng: random.Random, fast: list) -> object:
             fast.append(False)
         return {"type": "image_url", "image_url": rng.choice([spec, spec["url"]]) if detail != "high" else spec}
     if r < 0.78:
-        return {"type": rng.choice(["thinking", "redacted_thinking"]), "thinking": _text(rng, 100), "signature": "sig"}
+        # 1.109 on counts a falsy thinking (None, 0, ...) as nothing, 1.106 as str() of it.
+        thinking = _text(rng, 100) if rng.random() < 0.8 else rng.choice([None, 0, False, "", 7])
+        return {"type": rng.choice(["thinking", "redacted_thinking"]), "thinking": thinking, "signature": "sig"}
     if r < 0.82:
         return {"type": "tool_reference", "tool_name": rng.choice(["get_weather", "", None, 7])}
     if r < 0.86:
@@ -105,7 +114,7 @@ def _content_part(rng: random.Random, fast: list) -> object:
         return rng.choice([{"type": "audio", "x": 1}, {"text": "no type"}, {"type": "image_url", "image_url": {"detail": "low"}},
                            {"type": "image_url", "image_url": {"url": "u", "detail": "ultra"}},
                            {"type": "image_url", "image_url": "   "}, [1, 2]])
-    return {"type": "text", "text": rng.choice([5, None, 3.5, ["nested"]])}
+    return {"type": "text", "text": rng.choice([5, None, 3.5, ["nested"], 0, False, [], {}, "", 0.0])}
 
 
 def _tool_call(rng: random.Random) -> dict:
@@ -142,6 +151,13 @@ def _message(rng: random.Random, fast: list) -> dict:
         message["cache_control"] = {"type": "ephemeral"}
     if rng.random() < 0.05:
         message["weight"] = rng.choice([1, 0.5, True])
+    if rng.random() < 0.06:
+        # Compaction summaries, counted from 1.109 on (a str is counted as any str value).
+        message["provider_specific_fields"] = rng.choice([
+            {"compaction_blocks": [{"type": "compaction", "content": _text(rng, 200)}, {"type": "other", "content": "x"},
+                                   "not a block", {"type": "compaction", "content": ""}]},
+            {"compaction_blocks": "not a list"}, {}, None, _text(rng, 40), {"other": 1},
+        ])
     if rng.random() < 0.02:
         fast.append(False)
         message["tool_calls"] = rng.choice(["not a list", [{"no_function": 1}]])
@@ -169,7 +185,10 @@ def _tools(rng: random.Random) -> list:
             params = {"type": "object", "properties": {}}
         desc = rng.choice(["Get the weather", None, _text(rng, 60)])
         if style < 0.7:
-            tools.append({"type": "function", "function": {"name": f"tool_{i}", "description": desc, "parameters": params}})
+            function = {"name": f"tool_{i}", "description": desc, "parameters": params}
+            if rng.random() < 0.3:
+                function["strict"] = rng.choice([True, False])  # grok's template renders only True
+            tools.append({"type": "function", "function": function})
         elif style < 0.85:
             tools.append({"name": f"anthropic_{i}", "description": desc, "input_schema": params})
         else:
@@ -187,6 +206,12 @@ def _messages_case(rng: random.Random, model: object, fast: list) -> dict:
     if rng.random() < 0.02:
         kwargs["tool_choice"] = {"type": "function"}  # LiteLLM raises KeyError
         fast.append(False)
+    if rng.random() < 0.02:
+        # Counted from 1.109 on; a KeyError before.
+        kwargs["tool_choice"] = rng.choice([{"type": "none"}, {"name": "tool_0"}])
+        fast.append(False)
+    if rng.random() < 0.12:
+        kwargs["chat_template_tools"] = rng.choice([True, True, False])  # a parameter in 1.104 only
     if rng.random() < 0.2:
         kwargs["count_response_tokens"] = rng.choice([True, None, False])
     if rng.random() < 0.3:
@@ -227,5 +252,11 @@ def cases(seed: int, n: int) -> list:
         if rng.random() < 0.04:
             kwargs["model"] = rng.choice(HF_MODELS)
             fast.append(False)
-        out.append({"id": i, "kwargs": kwargs, "fast": not fast})
+        elif rng.random() < 0.03 and "messages" in kwargs:
+            kwargs["model"] = rng.choice(MAYBE_HF_MODELS)
+            fast.append(False)
+        case = {"id": i, "kwargs": kwargs, "fast": not fast}
+        if "chat_template_tools" in kwargs:
+            case["needs"] = ["chat_template_tools"]  # "fast" only where token_counter has it
+        out.append(case)
     return out
