@@ -12,3 +12,19 @@ def test_peek_answers_as_the_next_hit_would(region_path):
     assert r.peek("unused", 2, 60.0).allowed and not r.peek("unused", 0, 60.0).allowed
     assert r.peek("k", 3, 60.0).allowed, "one more unit fits under a limit of 3"
     r.close()
+
+
+def test_close_gives_back_slots_and_a_later_call_registers_again_as_documented(region_path):
+    def live():
+        return sum(1 for w in other.workers() if w["status"] == "live")
+
+    r = shm.Region(region_path, capacity=1024)
+    other = shm.Region(region_path)
+    assert r.acquire("s", 1) and not other.acquire("s", 1)
+    before = live()
+    r.close()
+    assert live() == before - 1
+    assert other.slots_in_use("s") == 0 and other.acquire("s", 1), "close gave the slot back"
+    assert r.acquire("t", 1)  # the handle still works, and registered again
+    assert live() == before
+    other.close()
