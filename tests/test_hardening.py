@@ -28,3 +28,15 @@ def test_close_gives_back_slots_and_a_later_call_registers_again_as_documented(r
     assert r.acquire("t", 1)  # the handle still works, and registered again
     assert live() == before
     other.close()
+
+
+def test_argument_errors_name_the_argument(region_path):
+    import pytest
+
+    r = shm.Region(region_path, capacity=1024)
+    with pytest.raises(ValueError, match="ttl_s must be 0 .never expires. or a positive number"):
+        r.counter_add("c", 1, -5.0)
+    with pytest.raises(TypeError, match=r"hit_many takes a list of \(key, limit, window_s, cost\) tuples, got 'abc'"):
+        r.hit_many("abc")
+    assert r.hit_many([("k", 1, 60.0, 1)]).allowed
+    r.close()

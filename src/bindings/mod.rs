@@ -8,7 +8,7 @@ use crate::snapshot::{HeaderInfo, KeyInfo, Stats, WorkerInfo};
 use crate::stamped::{Added, Expiry, Reserve};
 use crate::table::{Algorithm, Decision, FullPolicy, Hit, MultiDecision, Table, TableFull};
 use pyo3::create_exception;
-use pyo3::exceptions::{PyException, PyValueError};
+use pyo3::exceptions::{PyException, PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
 use std::collections::HashMap;
@@ -89,6 +89,11 @@ fn seconds(value: i64, what: &str) -> PyResult<u32> {
 fn expiry(ttl_s: f64) -> PyResult<Expiry> {
     if ttl_s == 0.0 {
         return Ok(Expiry::Never);
+    }
+    if !(ttl_s.is_finite() && ttl_s > 0.0 && ttl_s <= 1e9) {
+        return Err(PyValueError::new_err(format!(
+            "ttl_s must be 0 (never expires) or a positive number of seconds, got {ttl_s}"
+        )));
     }
     Ok(Expiry::In { ns: window_ns(ttl_s)? })
 }
@@ -336,9 +341,16 @@ impl PyRegion {
     fn hit_many(
         &self,
         py: Python<'_>,
-        limits: Vec<(String, u64, f64, u64)>,
+        limits: &Bound<'_, PyAny>,
         algorithm: &str,
     ) -> PyResult<PyMultiDecision> {
+        let limits: Vec<(String, u64, f64, u64)> = limits.extract().map_err(|error| {
+            let given = limits.repr().map(|r| r.to_string()).unwrap_or_default();
+            let given: String = given.chars().take(120).collect();
+            PyTypeError::new_err(format!(
+                "hit_many takes a list of (key, limit, window_s, cost) tuples, got {given} ({error})"
+            ))
+        })?;
         let alg = self::algorithm(algorithm)?;
         let hits = limits
             .iter()
