@@ -264,8 +264,13 @@ fn only_the_dimensions_asked_for_are_checked_on_attach() {
     // Workers asked for, capacity not: the existing capacity is used, not the default's.
     let attached = Region::open_with(Some(&path), None, Some(8), FullPolicy::Closed).unwrap();
     assert_eq!(attached.table().dims().capacity, 1024);
-    let wrong = Region::open_with(Some(&path), None, Some(16), FullPolicy::Closed).err().unwrap();
-    assert!(wrong.to_string().contains("but 16 workers (it has 8) was asked for"), "{wrong}");
+    let wrong = Region::open_with(Some(&path), None, Some(16), FullPolicy::Closed)
+        .err()
+        .unwrap();
+    assert!(
+        wrong.to_string().contains("but 16 workers (it has 8) was asked for"),
+        "{wrong}"
+    );
     assert!(!wrong.to_string().contains("capacity 262144"), "{wrong}");
     drop((created, attached));
     std::fs::remove_file(&path).unwrap();

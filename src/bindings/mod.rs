@@ -338,12 +338,7 @@ impl PyRegion {
     }
 
     #[pyo3(signature = (limits, algorithm="fixed"))]
-    fn hit_many(
-        &self,
-        py: Python<'_>,
-        limits: &Bound<'_, PyAny>,
-        algorithm: &str,
-    ) -> PyResult<PyMultiDecision> {
+    fn hit_many(&self, py: Python<'_>, limits: &Bound<'_, PyAny>, algorithm: &str) -> PyResult<PyMultiDecision> {
         let limits: Vec<(String, u64, f64, u64)> = limits.extract().map_err(|error| {
             let given = limits.repr().map(|r| r.to_string()).unwrap_or_default();
             let given: String = given.chars().take(120).collect();
