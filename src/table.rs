@@ -114,6 +114,9 @@ struct Reservation {
     written_lo: u64,
     /// lo after the undo: the same window end, or the GCRA arrival time before this hit.
     undo_lo: u64,
+    /// lo after an undo that leaves the count at 0: no window at all (0, reclaimable) for a
+    /// fixed window, so a refused call leaves no entry behind that could fill the table.
+    empty_lo: u64,
     units: u64,
 }
 
@@ -453,6 +456,10 @@ impl Table {
                         found,
                         written_lo: new_lo,
                         undo_lo,
+                        empty_lo: match h.algorithm {
+                            Algorithm::FixedWindow => 0,
+                            Algorithm::Gcra => undo_lo,
+                        },
                         units: h.cost,
                     };
                     return Some((decision, Some(r)));
@@ -475,7 +482,10 @@ impl Table {
                 return;
             }
             let count = state::count(hi).saturating_sub(r.units);
-            let new = join(r.undo_lo, state::pack(state::LIVE, r.found.generation, count));
+            // Only units of this call are in it when the count goes back to 0: dropping the
+            // window then gives back nothing another caller counted.
+            let lo = if count == 0 { r.empty_lo } else { r.undo_lo };
+            let new = join(lo, state::pack(state::LIVE, r.found.generation, count));
             match s.state.compare_exchange_weak(st, new, AcqRel, Acquire) {
                 Ok(_) => return,
                 Err(actual) => st = actual,
@@ -483,7 +493,6 @@ impl Table {
         }
     }
 
-    /// Reads a limit's current state without counting or inserting.
     /// Reads a key without counting: `current`, `remaining` and the reset as they are, and
     /// `allowed` / `retry_after` as `hit` would answer a hit of cost 1 now (so a key at its
     /// limit, or a limit of 0, reads as refused).

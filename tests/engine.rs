@@ -296,3 +296,23 @@ fn peek_answers_as_hit_would_without_counting() {
         assert!(read.retry_after_ns > 0);
     }
 }
+
+#[test]
+fn a_refused_hit_many_leaves_no_entries_that_fill_the_table() {
+    let r = anon(1024, FullPolicy::Closed);
+    let t = r.table();
+    let keys: Vec<String> = (0..2000).map(|i| format!("new-{i}")).collect();
+    let hits: Vec<Hit> = keys.iter().map(|k| hit(k, 10, 600_000 * MS, 1)).collect();
+    let m = t.hit_many(&hits, FullPolicy::Closed);
+    assert!(!m.allowed);
+    let fresh = t.hit(&hit("unrelated", 10, 600_000 * MS, 1)).unwrap();
+    assert!(fresh.allowed && !fresh.table_full, "{fresh:?}");
+    // 500 new keys refused by the last limit (already at 0 of 0): nothing of theirs stays counted.
+    let mut refused: Vec<Hit> = keys[..500].iter().map(|k| hit(k, 10, 600_000 * MS, 1)).collect();
+    refused.push(hit("unrelated", 0, 600_000 * MS, 1));
+    assert!(!t.hit_many(&refused, FullPolicy::Closed).allowed);
+    assert!(keys[..500]
+        .iter()
+        .all(|k| t.peek(&hit(k, 10, 600_000 * MS, 1)).current == 0));
+    assert!(t.stats().used <= 2, "{:?}", t.stats());
+}
