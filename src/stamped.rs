@@ -173,7 +173,10 @@ impl Table {
             };
             loop {
                 let (old_stamp, old_expires) = unpack_lo(lo);
-                let live = !stamped_expired(lo, now);
+                // An entry just inserted (lo 0, count 0) has never been written: it is not a
+                // live never-expiring entry of stamp 0, and takes this add's expiry.
+                let fresh = lo == 0 && state::count(hi) == 0;
+                let live = !fresh && !stamped_expired(lo, now);
                 let (base, expires) = if live && old_stamp == stamp {
                     (state::count(hi), old_expires)
                 } else if live && old_stamp > stamp && on_newer == OnNewer::Refuse {
@@ -475,6 +478,23 @@ mod tests {
             window_s: 60,
         }];
         assert!(!t.window_reserve(&at_limit, 500).unwrap().allowed);
+    }
+
+    #[test]
+    fn a_counter_expires_after_its_ttl() {
+        let t = table();
+        t.stamped_add(b"short", 0, 1, Expiry::In { ns: NS_PER_S }, None)
+            .unwrap();
+        assert_eq!(t.stamped_get(b"short").map(|c| c.count), Some(1));
+        std::thread::sleep(std::time::Duration::from_millis(2100));
+        assert_eq!(t.stamped_get(b"short").map(|c| c.count), None, "expired after 1 s");
+        match t
+            .stamped_add(b"short", 0, 1, Expiry::In { ns: NS_PER_S }, None)
+            .unwrap()
+        {
+            Added::Done(c) => assert_eq!(c.count, 1, "an expired counter starts over"),
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]

@@ -40,3 +40,14 @@ def test_argument_errors_name_the_argument(region_path):
         r.hit_many("abc")
     assert r.hit_many([("k", 1, 60.0, 1)]).allowed
     r.close()
+
+
+def test_a_counter_expires_after_its_ttl(region_path):
+    import time
+
+    r = shm.Region(region_path, capacity=1024)
+    assert r.counter_add("short", 1, 1.0) == 1 and r.counter_add("forever", 1, 0.0) == 1
+    time.sleep(2.1)
+    assert r.counter_get("short") is None and r.counter_add("short", 1, 1.0) == 1, "it starts over"
+    assert r.counter_get("forever") == 1
+    r.close()
