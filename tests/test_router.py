@@ -29,6 +29,12 @@ def deployment(group, model, **params):
     return {"model_name": group, "litellm_params": {
         "model": model, "api_key": "sk-x", "api_base": "http://127.0.0.1:9/v1", **params}}
 
+def cooldown_reader(name):
+    """LiteLLM's cooldown list readers: public from 1.106 (`get_cooldown_deployments`), `_`-named
+    before (the `_` names stay as aliases after)."""
+    from litellm.router_utils import cooldown_handlers
+    return getattr(cooldown_handlers, name, None) or getattr(cooldown_handlers, "_" + name)
+
 def clear_of_minute_change(seconds):
     """LiteLLM's usage counters are per UTC minute: start where the next `seconds` stay in one."""
     left = 60 - time.time() % 60
@@ -82,7 +88,7 @@ def together(n, work):
 
 
 def scenario(code, region_path, **env):
-    return run_python(PRELUDE + textwrap.dedent(code), {"FAST_LITELLM_SHM": region_path, **env}, timeout=60)
+    return run_python(PRELUDE + textwrap.dedent(code), {"FAST_LITELLM_SHM": region_path, **env}, timeout=200)
 
 
 def both_ways(code, region_path):
@@ -126,7 +132,7 @@ emit({"enforced": answers[:2], "balanced": answers[2:], "usage": usage, "router"
 """
 
 
-@pytest.mark.timeout(60)
+@pytest.mark.timeout(240)
 def test_usage_counters_are_host_wide_and_per_process_with_the_flag_off(region_path):
     on, off = both_ways(USAGE, region_path)
 
@@ -162,7 +168,7 @@ FAILING = deployment("m", "openai/gpt-4o", rpm=100, mock_response="litellm.RateL
 HEALTHY = deployment("m", "openai/gpt-4o-mini", rpm=100, mock_response="hi")
 router = litellm.Router(model_list=[FAILING, HEALTHY], cooldown_time=1.5, num_retries=0)
 import fast_litellm
-from litellm.router_utils.cooldown_handlers import async_get_cooldown_deployments_with_debug_info
+async_get_cooldown_deployments_with_debug_info = cooldown_reader("async_get_cooldown_deployments_with_debug_info")
 clear_of_minute_change(6)
 failing_id, healthy_id = router.get_model_ids()
 
@@ -196,7 +202,7 @@ emit({"failed": failed, "seen": seen, "ids": [failing_id, healthy_id], "router":
 """
 
 
-@pytest.mark.timeout(60)
+@pytest.mark.timeout(240)
 def test_a_cooldown_set_in_one_process_is_honoured_in_another_and_expires(region_path):
     result = scenario(COOLDOWN, region_path)
     failing_id, healthy_id = result["ids"]
@@ -229,7 +235,10 @@ import fast_litellm
 from fast_litellm import shm
 router = litellm.Router(model_list=[deployment("m", "openai/gpt-4o", max_parallel_requests=2, mock_response="hi")])
 [dep] = router.get_model_list()
-limit = router._get_client(deployment=dep, kwargs={}, client_type="max_parallel_requests")
+# The deployment's slot limit: `_get_client` up to 1.109, `registry().client` from 1.110.
+get_client = getattr(router, "_get_client", None)
+limit = (get_client(deployment=dep, kwargs={}, client_type="max_parallel_requests") if get_client is not None
+         else router.registry().client(dep, client_type="max_parallel_requests"))
 key = f"deployment:{limit.model_id}:max_parallel_requests"
 region = shm.region()
 
@@ -265,7 +274,7 @@ emit(seen)
 """
 
 
-@pytest.mark.timeout(60)
+@pytest.mark.timeout(240)
 def test_max_parallel_requests_slots_hold_across_processes_and_come_back_when_the_holder_dies(region_path):
     seen = scenario(SLOTS, region_path)
     assert seen["in_use"] == 2
@@ -283,7 +292,6 @@ def test_max_parallel_requests_slots_hold_across_processes_and_come_back_when_th
 PARITY = """
 import random
 import fast_litellm
-from litellm.router_utils import cooldown_handlers
 from litellm.router_utils.client_initalization_utils import MaxParallelRequestsLimit
 from litellm.router_utils.pre_call_checks.model_rate_limit_check import ModelRateLimitingCheck
 from litellm.router_utils.router_callbacks import track_deployment_metrics as metrics
@@ -350,6 +358,15 @@ async def main():
     check.log_success_event(logged(m["model_info"]["id"], "openai/gpt-3.5-turbo", 150, "m"), None, now, now)
     await check.async_log_success_event(logged(m["model_info"]["id"], "openai/gpt-3.5-turbo", 5, "m"), None, now, now)
     out["mrl_tpm"] = [outcome(check.pre_call_check, m), await aoutcome(check.async_pre_call_check, m)]
+    # Daily limits (LiteLLM 1.109 on; before, rpd/tpd are not read and every call is admitted).
+    daily = litellm.Router(model_list=[deployment("d", "openai/gpt-4o-mini", rpm=10, rpd=2, tpd=100)],
+                           optional_pre_call_checks=["enforce_model_rate_limits"])
+    [daily_check] = [c for c in daily.optional_callbacks if isinstance(c, ModelRateLimitingCheck)]
+    [d] = daily.get_model_list("d")
+    out["mrl_daily"] = [await aoutcome(daily_check.async_pre_call_check, d), outcome(daily_check.pre_call_check, d),
+                        await aoutcome(daily_check.async_pre_call_check, d), outcome(daily_check.pre_call_check, d)]
+    daily_check.log_success_event(logged(d["model_info"]["id"], "openai/gpt-4o-mini", 150, "d"), None, now, now)
+    out["mrl_daily_tpd"] = [outcome(daily_check.pre_call_check, d), await aoutcome(daily_check.async_pre_call_check, d)]
 
     # cooldowns, and the counters that decide them
     pair = litellm.Router(model_list=[deployment("c", "openai/gpt-4o", rpm=50), deployment("c", "openai/gpt-4o-mini", rpm=50)],
@@ -362,8 +379,8 @@ async def main():
     out["active_async"] = cooldowns(await store.async_get_active_cooldowns([x, y], None))
     out["timestamp_is_now"] = abs(store.get_active_cooldowns([x], None)[0][1]["timestamp"] - started) < 0.05
     out["min"] = [store.get_min_cooldown([x, y], None), store.get_min_cooldown([y], None)]
-    out["listed"] = [cooldown_handlers.get_cooldown_deployments(pair, None),
-                     await cooldown_handlers.async_get_cooldown_deployments(pair, None)]
+    out["listed"] = [cooldown_reader("get_cooldown_deployments")(pair, None),
+                     await cooldown_reader("async_get_cooldown_deployments")(pair, None)]
     out["picks"] = sorted({(await pair.async_get_available_deployment(model="c", request_kwargs={}, messages=MESSAGES))["model_info"]["id"]
                            for _ in range(10)})
     time.sleep(0.3)
@@ -371,6 +388,18 @@ async def main():
     out["again"] = cooldowns(store.get_active_cooldowns([x, y], None))
     time.sleep(max(0.0, started + 0.65 - time.time()))
     out["after_first_end"] = cooldowns(store.get_active_cooldowns([x, y], None))
+    # A cooldown set again, shorter, while one runs; then set once that one is over (LiteLLM's
+    # in-memory key, up to 1.109, or its native store, from 1.110, decides how long it lasts).
+    re_started = time.time()
+    store.add_deployment_to_cooldown("re", Exception("first"), 429, 1.0)
+    store.add_deployment_to_cooldown("re", Exception("short"), 429, 0.2)
+    out["re_running"] = [cooldowns(store.get_active_cooldowns(["re", x], None)), store.get_min_cooldown(["re"], None)]
+    time.sleep(max(0.0, re_started + 0.3 - time.time()))
+    out["re_short_over"] = cooldowns(store.get_active_cooldowns(["re"], None))
+    store.add_deployment_to_cooldown("re", Exception("after"), 503, 2.0)
+    out["re_after"] = cooldowns(await store.async_get_active_cooldowns(["re"], None))
+    time.sleep(max(0.0, re_started + 1.3 - time.time()))
+    out["re_past_first"] = [cooldowns(store.get_active_cooldowns(["re"], None)), store.get_min_cooldown(["re"], None)]
     failure = {"exception": litellm.InternalServerError("boom", llm_provider="openai", model="gpt-4o-mini"),
                "litellm_params": {"metadata": {"model_group": "c"}, "model_info": {"id": y}}}
     out["cool_y"] = [pair.deployment_callback_on_failure(failure, None, now, now) for _ in range(3)]
@@ -378,7 +407,7 @@ async def main():
         metrics.increment_deployment_successes_for_current_minute(pair, x)
     out["minute"] = [metrics.get_deployment_successes_for_current_minute(pair, x),
                      metrics.get_deployment_failures_for_current_minute(pair, y)]
-    out["listed_y"] = cooldown_handlers.get_cooldown_deployments(pair, None)
+    out["listed_y"] = cooldown_reader("get_cooldown_deployments")(pair, None)
 
     # max_parallel_requests
     limit = MaxParallelRequestsLimit(max_parallel_requests=2, model_id="parity", model_group="p")
@@ -396,7 +425,7 @@ emit({"out": asyncio.run(main()), "router": fast_litellm.status()["router"]})
 """
 
 
-@pytest.mark.timeout(60)
+@pytest.mark.timeout(240)
 def test_decisions_and_values_are_litellms_own_in_one_process(region_path):
     on, off = both_ways(PARITY, region_path)
     assert off["router"]["state"] == "off"
@@ -466,7 +495,7 @@ def redis_port():
         proc.wait(timeout=10)
 
 
-@pytest.mark.timeout(60)
+@pytest.mark.timeout(240)
 def test_with_redis_litellms_own_path_runs(region_path, redis_port):
     result = scenario(f"REDIS_PORT = {redis_port}\n" + REDIS, region_path)
     # LiteLLM counted the two admitted calls in Redis and refused the third from its own count;
