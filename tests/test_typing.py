@@ -20,5 +20,6 @@ def test_the_stub_matches_the_native_module():
 
 def test_the_package_type_checks_strictly():
     out = run("mypy", "--strict", "--cache-dir", os.path.join(ROOT, ".mypy_cache"),
-              os.path.join(ROOT, "python", "fast_litellm"), os.path.join(ROOT, "python", "fl_shm_inspect"))
+              os.path.join(ROOT, "python", "fast_litellm"), os.path.join(ROOT, "python", "fl_shm_inspect"),
+              os.path.join(ROOT, "python", "fast_litellm_proxy"))
     assert out.returncode == 0, out.stdout + out.stderr

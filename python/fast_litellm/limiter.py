@@ -93,6 +93,7 @@ Differences from LiteLLM accepted (the decisions and statuses are otherwise Lite
 from __future__ import annotations
 
 import functools
+import importlib
 import inspect
 import logging
 import os
@@ -214,7 +215,8 @@ class _Keys:
 
     @staticmethod
     def gauge_key(gauge: Dict[str, Any]) -> str:
-        return gauge["counter_key"]
+        key: str = gauge["counter_key"]
+        return key
 
     @staticmethod
     def gauge_keys(keys: Sequence[str]) -> Sequence[str]:
@@ -237,7 +239,7 @@ class _Store:
 
     name = "store"
 
-    def __init__(self, guarded_type: type) -> None:
+    def __init__(self, guarded_type: Any) -> None:
         self.guarded_type = guarded_type
 
     @staticmethod
@@ -312,7 +314,8 @@ def _window_step(limiter: Any, pairs: List[Tuple[str, str]], now_int: int, windo
             states.append((str(now_int), _FULL_COUNT))
             continue
         states.append((_dialect.start(start, opened), count))
-    return _dialect.pack(states)
+    packed: List[Any] = _dialect.pack(states)
+    return packed
 
 
 async def in_memory_cache_sliding_window(self: Any, keys: List[str], now_int: int, window_size: int) -> List[Any]:
@@ -331,7 +334,8 @@ def _read(limiter: Any, pairs: List[Tuple[str, str]]) -> List[Any]:
     for window_key, counter_key in pairs:
         start, count = region.window_get(window_key, counter_key)
         states.append((_dialect.start(start, False), count))
-    return _dialect.pack(states)
+    packed: List[Any] = _dialect.pack(states)
+    return packed
 
 
 async def _batch_get_counter_values(
@@ -391,7 +395,8 @@ def _adjust(region: shm.Region, ops: Sequence[_Op]) -> List[Optional[int]]:
     if any(window_key is None for _, window_key, _, _ in ops):
         raise Decline("not limiter counters")
     try:
-        return [region.window_adjust(window_key, counter_key, delta) for counter_key, window_key, delta, _ in ops]
+        return [region.window_adjust(window_key, counter_key, delta)
+                for counter_key, window_key, delta, _ in ops if window_key is not None]
     except shm.RegionFullError:
         raise Decline("region table full") from None
 
@@ -503,7 +508,7 @@ def _acquire_parallel_slots_in_memory(
 
 
 async def _release_parallel_request_slots(self: Any, acquisition: Dict[str, Any], parent_otel_span: Any = None) -> None:
-    held = _held.pop(acquisition.get("slot_id"), None)
+    held = _held.pop(acquisition.get("slot_id") or "", None)
     if held is None or _region is None:
         raise Decline("not a slot taken in the region")
     for key in held[1]:
@@ -627,8 +632,8 @@ def install(c: Component) -> None:
     from litellm.proxy.hooks.batch_rate_limiter import _PROXY_BatchRateLimiter
     from litellm.proxy.hooks.dynamic_rate_limiter_v3 import _PROXY_DynamicRateLimitHandlerV3
 
-    try:
-        from litellm.redis.stores.rate_limits import RateLimitStore
+    try:  # by name: the module exists from 1.110 on
+        RateLimitStore: Any = importlib.import_module("litellm.redis.stores.rate_limits").RateLimitStore
     except ImportError:  # up to 1.109
         RateLimitStore = None
     import litellm.constants as constants
@@ -648,7 +653,7 @@ def install(c: Component) -> None:
     _region = region
     _slot_ttl_s = float(prl.PARALLEL_REQUEST_SLOT_TTL_SECONDS)
     _tpd_suffix = constants.BATCH_TPD_DESCRIPTOR_SUFFIX
-    _dialect = _Keys if dialect == "keys" else _Store(prl.WindowGuardedIncrement)
+    _dialect = _Keys if dialect == "keys" else _Store(getattr(prl, "WindowGuardedIncrement"))
     failed = []
     for shape, replacement, always in table[dialect]:
         original = inspect.getattr_static(shape.owner, shape.attribute)

@@ -173,7 +173,7 @@ class _LiteLLM:
             if error.name != "litellm.router_utils.routing_read_batch":
                 raise
             read_batch = None
-        stores = []
+        stores: List[Any] = []
         for name in ("litellm.redis.stores.router_cooldowns", "litellm.redis.stores.router_usage"):
             try:
                 stores.append(imp(name))

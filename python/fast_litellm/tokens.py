@@ -251,7 +251,7 @@ class _LiteLLM:
         base_tokens = inspect.signature(core.calculate_img_tokens).parameters["base_tokens"].default
         self.base_image_tokens = int(base_tokens)  # a default argument: fixed once defined
         self.rules = _probe_rules(core, utils, self.base_image_tokens)
-        self.chunking = (int(core.TIKTOKEN_ENCODE_CHUNK_SIZE_CHARS), int(core.TOKEN_COUNTER_MAX_EXACT_CHARS))
+        self.chunking = (int(self.core.TIKTOKEN_ENCODE_CHUNK_SIZE_CHARS), int(self.core.TOKEN_COUNTER_MAX_EXACT_CHARS))
         self.counters: Dict[str, _native.TokenCounter] = {}
         self.plans: Dict[Any, Optional[Plan]] = {}
 
@@ -265,7 +265,10 @@ class _LiteLLM:
 
     def _encoding_name(self, model: Optional[str]) -> str:
         # 1.109 on asks for `model or ""`; before, the name as given (None and "" give the same).
-        return self.core.openai_tokenizer_encoding_name((model or "") if self.rules.encoding_reads_more_than_lists else model)
+        name: str = self.core.openai_tokenizer_encoding_name(
+            (model or "") if self.rules.encoding_reads_more_than_lists else model
+        )
+        return name
 
     def _make_plan(self, model: Optional[str], openai_tokenizer: bool, encoding: Optional[str]) -> Optional[Plan]:
         core, utils = self.core, self.utils

@@ -46,7 +46,7 @@ import fast_litellm  # noqa: E402 - after the region is chosen
 from litellm.integrations.custom_logger import CustomLogger  # noqa: E402
 
 
-class _Activated(CustomLogger):  # type: ignore[misc]
+class _Activated(CustomLogger):
     """Nothing to log: being imported was the point."""
 
 
