@@ -37,14 +37,14 @@ def small_tmpfs():
 
 #: What the version matrix (scripts/matrix.sh: `pytest -m matrix` in a venv per LiteLLM minor)
 #: runs: every component on, limiter parity and cross-process exactness, router usage,
-#: cooldowns and slots, pool caps, token parity (FL_TOKEN_CASES cases), the flags, and the
-#: launcher's bootstrap. Named here, in one place, rather than marked in each file.
+#: cooldowns and slots, pool caps, token parity (FL_TOKEN_CASES cases), the disable flag and
+#: import order, and the launcher's bootstrap. Named here, in one place, rather than marked in
+#: each file.
 MATRIX = {
-    "test_compat.py": None,
-    # Flag parsing does not depend on LiteLLM (test_acceleration.py, the full suite); what
-    # each flag and the import order do with this LiteLLM does.
-    "test_flags.py": ("test_disable_maps_nothing_and_patches_nothing", "test_import_order_does_not_matter_and_remove_restores",
-                      "test_each_component_flag_turns_its_component_off_alone"),
+    # What depends on the LiteLLM release; the rest (flag parsing, each flag alone, the
+    # untested-version warning, the chunking constants) runs in the full suite on the pin.
+    "test_compat.py": ("test_every_component_is_on_with_this_litellm",),
+    "test_flags.py": ("test_disable_maps_nothing_and_patches_nothing", "test_import_order_does_not_matter_and_remove_restores"),
     "test_limiter.py": ("test_the_region_gives_exactly_what_litellm_gives", "test_processes_share_every_limit",
                         "test_max_parallel_requests_slots_are_host_wide_and_always_given_back"),
     "test_router.py": ("test_usage_counters_are_host_wide_and_per_process_with_the_flag_off",
@@ -53,8 +53,7 @@ MATRIX = {
                        "test_decisions_and_values_are_litellms_own_in_one_process"),
     "test_pool.py": ("test_the_per_host_limit_holds_for_all_workers_together",
                      "test_slots_come_back_after_errors_cancellations_timeouts_and_streams"),
-    "test_tokens.py": ("test_parity_with_unpatched_litellm_on_generated_cases",
-                       "test_parity_with_litellm_chunking_constants_changed"),
+    "test_tokens.py": ("test_parity_with_unpatched_litellm_on_generated_cases",),
     "test_launcher.py": ("test_the_bootstrap_imports_fast_litellm_before_the_proxy_app_and_keeps_the_users_sitecustomize",),
 }
 

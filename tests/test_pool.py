@@ -27,13 +27,13 @@ COMPLETION = {
 }
 
 
-def sse_chunk(content):
+def sse_chunk(content, finish_reason=None):
     chunk = {
         "id": "chatcmpl-1",
         "object": "chat.completion.chunk",
         "created": 1,
         "model": "gpt-4o",
-        "choices": [{"index": 0, "delta": {"content": content}, "finish_reason": None}],
+        "choices": [{"index": 0, "delta": {"content": content} if content else {}, "finish_reason": finish_reason}],
     }
     return f"data: {json.dumps(chunk)}\n\n".encode()
 
@@ -81,6 +81,8 @@ class FakeUpstream:
                 for i in range(5):
                     await response.write(sse_chunk(f"part{i} "))
                     await asyncio.sleep(0.1)
+                # A stream ends with a finish_reason (LiteLLM 1.110 raises on one without).
+                await response.write(sse_chunk("", finish_reason="stop"))
                 await response.write(b"data: [DONE]\n\n")
                 return response
             await asyncio.sleep(float(mode))
@@ -216,7 +218,7 @@ def test_flag_false_restores_per_process_limits(upstream, region_path):
 def test_slots_come_back_after_errors_cancellations_timeouts_and_streams(upstream, region_path):
     code = f"""
     SLOW, FAIL, STREAM = {upstream.base('0.6')!r}, {upstream.base('fail')!r}, {upstream.base('stream')!r}
-    QUICK = {upstream.base('0.2')!r}
+    QUICK, HOLD = {upstream.base('0.2')!r}, {upstream.base('0.61')!r}
     CLOSED_PORT = "http://127.0.0.1:9/v1"
 
     def chain(error):
@@ -263,12 +265,12 @@ def test_slots_come_back_after_errors_cancellations_timeouts_and_streams(upstrea
         await stream.aclose()
         seen["after_stream_closed"] = in_use(STREAM)
 
-        holder = await started(SLOW)
+        holder = await started(HOLD)  # same host as SLOW, its own count at the upstream
         began = time.monotonic()
-        seen["waited_too_long"] = await failing(SLOW, timeout=0.3)
+        seen["waited_too_long"] = await failing(HOLD, timeout=0.3)
         seen["waited_s"] = time.monotonic() - began
         await holder
-        seen["after_timeout"] = in_use(SLOW)
+        seen["after_timeout"] = in_use(HOLD)
 
         responses = await asyncio.gather(*(ask(QUICK) for _ in range(3)))
         seen["queued"] = [r.choices[0].message.content for r in responses]
@@ -290,11 +292,12 @@ def test_slots_come_back_after_errors_cancellations_timeouts_and_streams(upstrea
     assert seen["during_stream"] == [1, 1]  # a stream holds its slot until it ends
     assert seen["after_stream_closed"] == [0, 0]
     # The second request waited its 0.3 s pool timeout for the one slot, then failed as a
-    # timeout that says why, and never reached the server (served: 2 holders only).
+    # timeout that says why, and never reached the server (served: the holder only; a
+    # cancelled SLOW request may or may not have reached it, so it counts apart).
     assert "Timeout" in seen["waited_too_long"][0].split(":")[0]
     assert any(m.startswith("UpstreamPoolTimeout: fast_litellm: no free upstream slot") for m in seen["waited_too_long"])
     assert 0.3 <= seen["waited_s"] < 1.0
-    assert upstream.served["0.6"] == 2
+    assert upstream.served["0.61"] == 1
     assert seen["after_timeout"] == [0, 0]
     # Three at once for one slot: queued, served one at a time, none refused.
     assert seen["queued"] == ["hello"] * 3
