@@ -2,9 +2,10 @@
 # The version matrix: for the newest patch release of every LiteLLM minor in the tested range
 # (python/fast_litellm/_compat.py, TESTED), a venv with exactly the pins of
 # ci/locks/litellm-<version>.txt and the wheel built once from this commit, then the
-# component tests there (`pytest -m matrix`, listed in tests/conftest.py). Prints a table and
-# fails if any version fails. Run by scripts/test.sh after the full suite; MATRIX_VERSIONS
-# ("1.104.9 1.110.2") picks some.
+# component tests there (`pytest -m matrix`, listed in tests/conftest.py). Two releases run
+# at a time (MATRIX_JOBS): the tests hold with both cores busy, and CI stays within its time.
+# Prints each release's output and a table, and fails if any release fails. Run by
+# scripts/test.sh after the full suite; MATRIX_VERSIONS ("1.104.9 1.110.2") picks some.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
@@ -13,25 +14,42 @@ rm -rf target/wheels
 wheel=$(ls target/wheels/fast_litellm-*.whl)
 versions=${MATRIX_VERSIONS:-$(.venv/bin/python scripts/litellm_env.py versions | awk '{print $2}')}
 export LITELLM_LOCAL_MODEL_COST_MAP=True FL_TOKEN_CASES=${FL_TOKEN_CASES:-300}
-declare -A result
-failed=0
+mkdir -p .matrix
+
+one() {  # one release: its venv, the wheel, pytest -m matrix; output in .matrix/<v>.log
+    local version=$1 venv=.matrix/$1 start=$SECONDS
+    {
+        .venv/bin/python scripts/litellm_env.py create "$venv" "$version" --lock "ci/locks/litellm-$version.txt" &&
+            .venv/bin/python scripts/litellm_env.py wheel "$venv" "$wheel" &&
+            # The repository's tests against the installed wheel (python/ is not on sys.path there).
+            "$venv/bin/python" -m pytest -q -p no:cacheprovider --durations=5 -m matrix tests
+    } > ".matrix/$version.log" 2>&1
+    echo "$? $((SECONDS - start))" > ".matrix/$version.result"
+}
+
 for version in $versions; do
-    venv=.matrix/$version
-    start=$SECONDS
-    .venv/bin/python scripts/litellm_env.py create "$venv" "$version" --lock "ci/locks/litellm-$version.txt"
-    .venv/bin/python scripts/litellm_env.py wheel "$venv" "$wheel"
+    rm -f ".matrix/$version.result"
+    one "$version" &
+    while [ "$(jobs -rp | wc -l)" -ge "${MATRIX_JOBS:-2}" ]; do
+        wait -n || true
+    done
+done
+wait
+
+failed=0
+summary=()
+for version in $versions; do
     echo "== LiteLLM $version: pytest -m matrix"
-    # The repository's tests against the installed wheel (python/ is not on sys.path there).
-    if "$venv/bin/python" -m pytest -q -p no:cacheprovider --durations=5 -m matrix tests; then
-        result[$version]="passed in $((SECONDS - start)) s"
+    cat ".matrix/$version.log"
+    read -r rc seconds < ".matrix/$version.result" || { rc=1; seconds=?; }
+    if [ "$rc" = 0 ]; then
+        summary+=("$(printf '  litellm %-10s passed in %s s' "$version" "$seconds")")
     else
-        result[$version]="FAILED after $((SECONDS - start)) s"
+        summary+=("$(printf '  litellm %-10s FAILED after %s s' "$version" "$seconds")")
         failed=1
     fi
 done
 echo
-echo "version matrix (pytest -m matrix, FL_TOKEN_CASES=$FL_TOKEN_CASES):"
-for version in $versions; do
-    printf '  litellm %-10s %s\n' "$version" "${result[$version]}"
-done
+echo "version matrix (pytest -m matrix, FL_TOKEN_CASES=$FL_TOKEN_CASES, ${MATRIX_JOBS:-2} at a time):"
+printf '%s\n' "${summary[@]}"
 exit $failed
