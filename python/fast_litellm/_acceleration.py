@@ -345,10 +345,6 @@ def install_all(env: Mapping[str, str] = os.environ, region: Optional[Any] = Non
         try:
             module, _, function = module_name.partition(":")
             getattr(importlib.import_module(module), function or "install")(c)
-        except _compat.ShapeChanged as why:
-            c.restore()
-            c.reason = f"LiteLLM {version['litellm']} does not match: {why}"
-            log.warning("fast_litellm: %s off: %s", name, c.reason)
         except Decline as why:
             c.restore()
             c.reason = str(why)

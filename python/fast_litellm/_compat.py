@@ -136,15 +136,3 @@ def problems(shapes: Sequence[Shape], names: Iterable[Tuple[Any, str]] = ()) -> 
     found = missing(names)
     found += [p for p in (s.problem() for s in shapes) if p is not None]
     return found
-
-
-class ShapeChanged(Exception):
-    """LiteLLM's names or signatures are not those a component's patches were written for:
-    `install_all` leaves the component off and logs what changed at WARNING."""
-
-
-def require(shapes: Sequence[Shape], names: Iterable[Tuple[Any, str]] = ()) -> None:
-    """Raises ShapeChanged naming every mismatch, if any."""
-    found = problems(shapes, names)
-    if found:
-        raise ShapeChanged("; ".join(found))
