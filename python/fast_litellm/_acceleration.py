@@ -463,20 +463,9 @@ def _worker_with_private_region(region: Optional[Any]) -> Optional[str]:
     own. None otherwise."""
     if region is None or getattr(region, "path", None) is not None:
         return None
-    try:
-        with open(f"/proc/{os.getppid()}/cmdline", "rb") as f:
-            argv = f.read().decode(errors="replace").split("\0")
-    except OSError:
-        return None
-    # "gunicorn ...", "python .../gunicorn ...", "python -m uvicorn ...", or gunicorn's own
-    # process title "gunicorn: master [app:app]".
-    names = [os.path.basename(arg) for arg in argv[:3]]
-    if any(name.split(":")[0] in _SERVERS for name in names):
-        return " ".join(argv).strip()
-    return None
+    from fast_litellm_proxy._region import server_parent_command
 
-
-_SERVERS = ("gunicorn", "uvicorn", "litellm", "litellm-proxy")
+    return server_parent_command()
 
 
 def check_import_order(region: Optional[Any]) -> None:

@@ -16,12 +16,31 @@ from __future__ import annotations
 
 import atexit
 import os
-from typing import List
+from typing import List, Optional
 
 DIRECTORY = "/dev/shm"
 PREFIX = "fast_litellm-proxy."
 #: Set in the master's environment to the master's pid: the process that removes the region.
 OWNER_VARIABLE = "FAST_LITELLM_PROXY_REGION_OWNER"
+
+
+#: Servers whose workers a fast_litellm process can be (the first words of the parent's command).
+SERVERS = ("litellm", "litellm-proxy", "gunicorn", "uvicorn", "granian", "hypercorn")
+
+
+def server_parent_command() -> Optional[str]:
+    """The parent's command line when this process is a worker of a server (gunicorn, uvicorn,
+    granian, hypercorn, litellm --num_workers), else None."""
+    try:
+        with open(f"/proc/{os.getppid()}/cmdline", "rb") as f:
+            argv = f.read().decode(errors="replace").split("\0")
+    except OSError:
+        return None
+    # "gunicorn ...", "python .../gunicorn ...", "python -m uvicorn ...", or gunicorn's own
+    # process title "gunicorn: master [app:app]".
+    if any(os.path.basename(arg).split(":")[0] in SERVERS for arg in argv[:3]):
+        return " ".join(argv).strip()
+    return None
 
 
 def path_for(master_pid: int) -> str:

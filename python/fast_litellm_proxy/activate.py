@@ -21,22 +21,9 @@ import os
 
 from . import _region
 
-_SERVERS = ("litellm", "gunicorn", "uvicorn", "granian", "hypercorn", "litellm-proxy")
-
-
-def _parent_is_server() -> bool:
-    """Whether this process is a worker of a server LiteLLM started (its parent is that
-    server's master)."""
-    try:
-        with open(f"/proc/{os.getppid()}/cmdline", "rb") as f:
-            argv = f.read().decode(errors="replace").split("\0")
-    except OSError:
-        return False
-    return any(os.path.basename(arg).split(":")[0] in _SERVERS for arg in argv[:3])
-
-
 def _master_pid() -> int:
-    return os.getppid() if _parent_is_server() else os.getpid()
+    """A worker's master is its parent; a proxy of one process is its own master."""
+    return os.getppid() if _region.server_parent_command() is not None else os.getpid()
 
 
 if _region.choose_for_master(os.environ, _master_pid(), starting=False):
