@@ -118,6 +118,12 @@ impl Region {
         self.path.as_deref()
     }
 
+    /// An error once the region's file was shrunk under this process (see `fault`): from
+    /// then on every answer would come from zeros, so each call must fail instead.
+    pub fn intact(&self) -> Result<(), RegionError> {
+        region::intact(self.table.mapping(), &region::display_path(self.path.as_ref()))
+    }
+
     pub fn attach(&self) -> Attach {
         self.attach
     }

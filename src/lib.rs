@@ -4,6 +4,7 @@
 //! (`bindings`, behind the `python` feature) only converts.
 
 pub mod engine;
+pub mod fault;
 pub mod layout;
 pub mod region;
 pub mod snapshot;

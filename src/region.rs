@@ -6,6 +6,7 @@
 //! never across fork or during counter operations. An anonymous region is a memfd mapped
 //! MAP_SHARED, so the processes forked after it share it.
 
+use crate::fault;
 use crate::layout::*;
 use crate::sys;
 use std::ffi::CString;
@@ -186,6 +187,8 @@ pub struct Mapping {
     ptr: *mut u8,
     len: usize,
     writable: bool,
+    /// Turns a SIGBUS inside the mapping (its file shrunk while in use) into `lost()`.
+    guard: fault::Guard,
 }
 
 // SAFETY: the mapping is plain memory; every field that is written concurrently is an atomic
@@ -210,7 +213,14 @@ impl Mapping {
             ptr: ptr as *mut u8,
             len,
             writable,
+            guard: fault::Guard::new(ptr as *mut u8, len),
         })
+    }
+
+    /// Whether the file under the mapping was shrunk while this process used it (a SIGBUS
+    /// was caught): everything read from the mapping since is zeros, not the region.
+    pub fn lost(&self) -> bool {
+        self.guard.lost()
     }
 
     pub fn size_bytes(&self) -> usize {
@@ -250,6 +260,9 @@ impl Mapping {
 
 impl Drop for Mapping {
     fn drop(&mut self) {
+        // Stop guarding the range before it is unmapped, so no later mapping there is taken
+        // for this one.
+        drop(std::mem::replace(&mut self.guard, fault::Guard::none()));
         // SAFETY: ptr/len came from a successful mmap and nothing uses them after drop.
         unsafe { libc::munmap(self.ptr as *mut libc::c_void, self.len) };
     }
@@ -331,6 +344,41 @@ fn read_header(fd: libc::c_int, what: &str) -> Result<Vec<u8>, RegionError> {
     Ok(buf)
 }
 
+/// The byte range whose OFD read lock every process attached read-write holds for as long as
+/// it maps the region (section 6 of shm_layout.md). It lives on the mapping's open file
+/// description, so forked children share it and it goes away with the last of them. It is
+/// separate from the flock that serialises attaches (Linux keeps OFD and flock locks apart).
+fn in_use_lock(l_type: libc::c_int) -> libc::flock {
+    // SAFETY: an all-zero flock is a valid value; the fields that matter are set below.
+    let mut l: libc::flock = unsafe { std::mem::zeroed() };
+    l.l_type = l_type as libc::c_short;
+    l.l_whence = libc::SEEK_SET as libc::c_short;
+    l.l_start = 0;
+    l.l_len = 1;
+    l
+}
+
+/// Whether a process other than through this descriptor maps the region read-write.
+fn in_use(fd: libc::c_int, what: &str) -> Result<bool, RegionError> {
+    let mut l = in_use_lock(libc::F_WRLCK);
+    // SAFETY: fd is open and l is a valid flock; F_OFD_GETLK only reports.
+    if unsafe { libc::fcntl(fd, libc::F_OFD_GETLK, &mut l) } != 0 {
+        return Err(RegionError::os(ErrorKind::Io, format!("cannot query the locks of {what}")));
+    }
+    Ok(l.l_type != libc::F_UNLCK as libc::c_short)
+}
+
+/// Takes this attach's share of the in-use lock; the mapping keeps it after the fd is closed.
+fn hold_in_use(fd: libc::c_int, what: &str) -> Result<(), RegionError> {
+    let l = in_use_lock(libc::F_RDLCK);
+    // SAFETY: fd is open and l is a valid flock; a read lock never waits on another read lock,
+    // and no process takes the write lock (in_use only asks).
+    if unsafe { libc::fcntl(fd, libc::F_OFD_SETLK, &l) } != 0 {
+        return Err(RegionError::os(ErrorKind::Io, format!("cannot lock {what}")));
+    }
+    Ok(())
+}
+
 /// Reserves the region's bytes in the filesystem, so a too-small /dev/shm fails here and not
 /// with SIGBUS on a later write.
 fn reserve(fd: libc::c_int, len: usize, what: &str) -> Result<(), RegionError> {
@@ -409,6 +457,12 @@ pub fn open_path(path: &Path, opts: OpenOptions) -> Result<(Mapping, Attach), Re
                     format!("{what} is a symbolic link; fast_litellm does not follow links for its region"),
                 ))
             }
+            Some(libc::EISDIR) => {
+                return Err(RegionError::new(
+                    ErrorKind::Format,
+                    format!("{what} is a directory, not a regular file; FAST_LITELLM_SHM names the region file itself"),
+                ))
+            }
             Some(libc::EACCES) | Some(libc::EPERM) => ErrorKind::Permission,
             Some(libc::ENOSPC) => ErrorKind::NoSpace,
             _ => ErrorKind::Io,
@@ -424,7 +478,7 @@ pub fn open_path(path: &Path, opts: OpenOptions) -> Result<(Mapping, Attach), Re
     if st.st_mode & libc::S_IFMT != libc::S_IFREG {
         return Err(RegionError::new(
             ErrorKind::Format,
-            format!("{what} is not a regular file"),
+            format!("{what} is not a regular file; FAST_LITELLM_SHM names the region file itself"),
         ));
     }
     // SAFETY: geteuid has no failure mode.
@@ -443,6 +497,19 @@ pub fn open_path(path: &Path, opts: OpenOptions) -> Result<(Mapping, Attach), Re
     let fresh = st.st_size == 0 || header.iter().all(|&b| b == 0);
     if fresh {
         // A new file, or one whose creator died before writing the magic: (re)initialise.
+        // Never under running processes: then the file was emptied or its header erased from
+        // outside, and re-creating it would silently reset every count they rely on.
+        if in_use(fd.0, &what)? {
+            return Err(RegionError::new(
+                ErrorKind::Format,
+                format!(
+                    "{what} is in use by running processes, but its header is erased or the file was emptied \
+                     (something outside fast_litellm wrote to it). It is not re-created under them: that would reset \
+                     their counts. Stop the processes that use it (`fuser {what}` lists them), then remove it, \
+                     or point FAST_LITELLM_SHM elsewhere."
+                ),
+            ));
+        }
         // The old creator may have asked for a larger size: start from an empty file.
         let dims = opts.dims;
         // SAFETY: fd is open for writing and we hold the exclusive lock.
@@ -453,6 +520,7 @@ pub fn open_path(path: &Path, opts: OpenOptions) -> Result<(Mapping, Attach), Re
         let map = Mapping::map(fd.0, dims.total_size(), true, &what)?;
         map.clear_after_header();
         write_new_header(&map, dims);
+        hold_in_use(fd.0, &what)?;
         return Ok((map, Attach::Created));
     }
     let dims = validate_header(&header, st.st_size as u64, &what)?;
@@ -478,6 +546,7 @@ pub fn open_path(path: &Path, opts: OpenOptions) -> Result<(Mapping, Attach), Re
         ));
     }
     let map = Mapping::map(fd.0, dims.total_size(), true, &what)?;
+    hold_in_use(fd.0, &what)?;
     if map.header().boot_id != sys::boot_id() {
         map.clear_after_header();
         // SAFETY: we hold the exclusive flock; no process of this boot has attached yet
@@ -537,6 +606,21 @@ pub fn open_read_only(path: &Path) -> Result<(Mapping, Dimensions), RegionError>
     let dims = validate_header(&header, st.st_size as u64, &what)?;
     let map = Mapping::map(fd.0, dims.total_size(), false, &what)?;
     Ok((map, dims))
+}
+
+/// The error for a mapping whose file was shrunk while in use (a caught SIGBUS).
+pub fn intact(map: &Mapping, what: &str) -> Result<(), RegionError> {
+    if !map.lost() {
+        return Ok(());
+    }
+    Err(RegionError::new(
+        ErrorKind::Format,
+        format!(
+            "the fast_litellm region {what} was truncated or emptied while this process used it \
+             (something outside fast_litellm wrote to the file); its counts are gone, so this \
+             process answers no more calls from it. Restart the processes that use it."
+        ),
+    ))
 }
 
 /// Where a path-less region comes from: FAST_LITELLM_SHM's value.

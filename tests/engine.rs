@@ -316,3 +316,54 @@ fn a_refused_hit_many_leaves_no_entries_that_fill_the_table() {
         .all(|k| t.peek(&hit(k, 10, 600_000 * MS, 1)).current == 0));
     assert!(t.stats().used <= 2, "{:?}", t.stats());
 }
+
+fn file_region(path: &std::path::Path) -> Region {
+    Region::open_with(Some(path), Some(1024), Some(8), FullPolicy::Closed).unwrap()
+}
+
+#[test]
+fn a_region_in_use_is_never_re_created_when_its_header_is_erased_or_its_file_emptied() {
+    use std::os::unix::fs::FileExt;
+    let dir = std::env::temp_dir().join(format!("fl-engine-inuse-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("region");
+    let _ = std::fs::remove_file(&path);
+    let first = file_region(&path);
+    for _ in 0..5 {
+        assert!(first.hit(&hit("k", 5, 60_000 * MS, 1)).allowed);
+    }
+    // Header overwritten with zeros from outside: another attach must refuse, not reset.
+    let f = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+    f.write_all_at(&[0u8; 4096], 0).unwrap();
+    let err = Region::open_with(Some(&path), None, None, FullPolicy::Closed).err().expect("attach must fail");
+    assert_eq!(err.kind, fast_litellm::ErrorKind::Format);
+    assert!(err.message.contains("in use by running processes"), "{}", err.message);
+    assert!(!first.hit(&hit("k", 5, 60_000 * MS, 1)).allowed, "the count of 5 survived");
+    // With its last user gone, an erased file is a creator that died: it is re-created.
+    drop(first);
+    let again = file_region(&path);
+    assert_eq!(again.attach(), fast_litellm::region::Attach::Created);
+    drop(again);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn a_region_file_shrunk_under_a_process_is_an_error_there_not_a_sigbus() {
+    let dir = std::env::temp_dir().join(format!("fl-engine-shrunk-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("region");
+    let _ = std::fs::remove_file(&path);
+    let r = file_region(&path);
+    assert!(r.hit(&hit("k", 5, 60_000 * MS, 1)).allowed);
+    assert!(r.intact().is_ok());
+    std::fs::OpenOptions::new().write(true).open(&path).unwrap().set_len(4096).unwrap();
+    // The hit touches slots past the new end: SIGBUS is caught, the answer is discarded.
+    let _ = r.hit(&hit("k", 5, 60_000 * MS, 1));
+    let err = r.intact().err().expect("the region must be reported lost");
+    assert!(err.message.contains("truncated or emptied"), "{}", err.message);
+    // Attaching anew sees the short file for what it is.
+    let err = Region::open_with(Some(&path), None, None, FullPolicy::Closed).err().unwrap();
+    assert!(err.message.contains("truncated or extended"), "{}", err.message);
+    drop(r);
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -109,13 +109,15 @@ def test_a_symlink_is_not_followed(region_path):
         os.unlink(target)
 
 
-def test_a_directory_is_refused(region_path):
+def test_a_directory_and_a_device_are_refused_with_one_error_class(region_path):
     os.mkdir(region_path)
     try:
-        with pytest.raises(shm.RegionError):
+        with pytest.raises(shm.RegionFormatError, match="is a directory, not a regular file"):
             shm.Region(region_path)
     finally:
         os.rmdir(region_path)
+    with pytest.raises(shm.RegionFormatError, match="/dev/null is not a regular file"):
+        shm.Region("/dev/null")
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="changing a file's owner needs root")

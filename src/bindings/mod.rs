@@ -287,6 +287,17 @@ pub struct PyRegion {
     untracked: Mutex<HashMap<String, u64>>,
 }
 
+impl PyRegion {
+    /// Runs `f` on the region, failing instead when its file was shrunk under this process
+    /// before or during the call (then `f`'s answer came from zeros and is dropped).
+    fn guarded<T>(&self, f: impl FnOnce(&Region) -> PyResult<T>) -> PyResult<T> {
+        self.inner.intact().map_err(to_py_err)?;
+        let answer = f(&self.inner);
+        self.inner.intact().map_err(to_py_err)?;
+        answer
+    }
+}
+
 #[pymethods]
 impl PyRegion {
     #[new]
@@ -322,7 +333,7 @@ impl PyRegion {
             cost,
             algorithm: self::algorithm(algorithm)?,
         };
-        Ok(self.inner.hit(&h).into())
+        self.guarded(|r| Ok(r.hit(&h).into()))
     }
 
     #[pyo3(signature = (key, limit, window_s=60.0, algorithm="fixed"))]
@@ -334,7 +345,7 @@ impl PyRegion {
             cost: 0,
             algorithm: self::algorithm(algorithm)?,
         };
-        Ok(self.inner.table().peek(&h).into())
+        self.guarded(|r| Ok(r.table().peek(&h).into()))
     }
 
     #[pyo3(signature = (limits, algorithm="fixed"))]
@@ -359,14 +370,15 @@ impl PyRegion {
                 })
             })
             .collect::<PyResult<Vec<_>>>()?;
-        multi_to_py(py, self.inner.hit_many(&hits))
+        self.guarded(|r| multi_to_py(py, r.hit_many(&hits)))
     }
 
     /// Takes one of `max_slots` slots of `key`; False when all are taken. On a full table the
     /// policy answers: fail-closed refuses, fail-open admits untracked (release() still pairs).
     fn acquire(&self, py: Python<'_>, key: &str, max_slots: u64) -> PyResult<bool> {
+        let acquired = self.guarded(|r| r.acquire(key.as_bytes(), max_slots).map_err(to_py_err))?;
         Ok(
-            match self.inner.acquire(key.as_bytes(), max_slots).map_err(to_py_err)? {
+            match acquired {
                 Acquired::Yes => true,
                 Acquired::No => false,
                 Acquired::Untracked => {
@@ -397,9 +409,10 @@ impl PyRegion {
                 return Ok(());
             }
         }
-        self.inner
-            .release(key.as_bytes())
-            .map_err(|_| SlotNotHeldError::new_err(format!("this process holds no slot of {key:?}")))
+        self.guarded(|r| {
+            r.release(key.as_bytes())
+                .map_err(|_| SlotNotHeldError::new_err(format!("this process holds no slot of {key:?}")))
+        })
     }
 
     /// Adds a signed `delta` to a plain counter (never below 0) and returns the new count. A
@@ -407,20 +420,16 @@ impl PyRegion {
     /// as LiteLLM's `increment_cache(key, delta, ttl)` does.
     #[pyo3(signature = (key, delta=1, ttl_s=0.0))]
     fn counter_add(&self, key: &str, delta: i64, ttl_s: f64) -> PyResult<u64> {
-        match self
-            .inner
-            .table()
-            .stamped_add(key.as_bytes(), 0, delta, expiry(ttl_s)?, None)
-        {
-            Ok(Added::Done(c)) => Ok(c.count),
-            Ok(Added::Newer(c)) | Ok(Added::Capped(c)) => Ok(c.count),
+        let expiry = expiry(ttl_s)?;
+        self.guarded(|r| match r.table().stamped_add(key.as_bytes(), 0, delta, expiry, None) {
+            Ok(Added::Done(c)) | Ok(Added::Newer(c)) | Ok(Added::Capped(c)) => Ok(c.count),
             Err(TableFull) => Err(full(key)),
-        }
+        })
     }
 
     /// A counter's count; None when it is absent or expired.
-    fn counter_get(&self, key: &str) -> Option<u64> {
-        self.inner.table().stamped_get(key.as_bytes()).map(|c| c.count)
+    fn counter_get(&self, key: &str) -> PyResult<Option<u64>> {
+        self.guarded(|r| Ok(r.table().stamped_get(key.as_bytes()).map(|c| c.count)))
     }
 
     /// Stores (stamp, value) under `key` for `ttl_s` seconds (0: forever), replacing what was there.
@@ -430,18 +439,17 @@ impl PyRegion {
         if value > crate::layout::state::COUNT_MAX {
             return Err(PyValueError::new_err(format!("value must be below 2**48, got {value}")));
         }
-        self.inner
-            .table()
-            .stamped_set(key.as_bytes(), stamp, value, expiry(ttl_s)?)
-            .map_err(|TableFull| full(key))
+        let expiry = expiry(ttl_s)?;
+        self.guarded(|r| {
+            r.table()
+                .stamped_set(key.as_bytes(), stamp, value, expiry)
+                .map_err(|TableFull| full(key))
+        })
     }
 
     /// (stamp, value) stored under `key`; None when absent or expired.
-    fn value_get(&self, key: &str) -> Option<(u32, u64)> {
-        self.inner
-            .table()
-            .stamped_get(key.as_bytes())
-            .map(|c| (c.stamp, c.count))
+    fn value_get(&self, key: &str) -> PyResult<Option<(u32, u64)>> {
+        self.guarded(|r| Ok(r.table().stamped_get(key.as_bytes()).map(|c| (c.stamp, c.count))))
     }
 
     /// LiteLLM's fixed window step for one (window key, counter key) pair at the caller's
@@ -457,18 +465,17 @@ impl PyRegion {
         delta: i64,
     ) -> PyResult<(u32, u64, bool)> {
         let (now, window) = (seconds(now_s, "now_s")?, seconds(window_s, "window_s")?);
-        self.inner
-            .table()
-            .window_add(window_key.as_bytes(), counter_key.as_bytes(), now, window.max(1), delta)
-            .map_err(|TableFull| full(counter_key))
+        self.guarded(|r| {
+            r.table()
+                .window_add(window_key.as_bytes(), counter_key.as_bytes(), now, window.max(1), delta)
+                .map_err(|TableFull| full(counter_key))
+        })
     }
 
     /// (window start, count) as LiteLLM's cache would show them: with a live window, the
     /// counter's count in it (0 if it counted an older one); without, what is left of the counter.
-    fn window_get(&self, window_key: &str, counter_key: &str) -> (Option<u32>, Option<u64>) {
-        self.inner
-            .table()
-            .window_get(window_key.as_bytes(), counter_key.as_bytes())
+    fn window_get(&self, window_key: &str, counter_key: &str) -> PyResult<(Option<u32>, Option<u64>)> {
+        self.guarded(|r| Ok(r.table().window_get(window_key.as_bytes(), counter_key.as_bytes())))
     }
 
     /// Adds a signed `delta` to the counter in the live window (only the one that started at
@@ -482,10 +489,11 @@ impl PyRegion {
         expected_start: Option<i64>,
     ) -> PyResult<Option<u64>> {
         let expected = expected_start.map(|s| seconds(s, "expected_start")).transpose()?;
-        self.inner
-            .table()
-            .window_adjust(window_key.as_bytes(), counter_key.as_bytes(), delta, expected)
-            .map_err(|TableFull| full(counter_key))
+        self.guarded(|r| {
+            r.table()
+                .window_adjust(window_key.as_bytes(), counter_key.as_bytes(), delta, expected)
+                .map_err(|TableFull| full(counter_key))
+        })
     }
 
     /// All-or-nothing: each (window key, counter key, limit, increment, window_s) must fit
@@ -506,25 +514,26 @@ impl PyRegion {
                 })
             })
             .collect::<PyResult<Vec<_>>>()?;
-        let r = self
-            .inner
-            .table()
-            .window_reserve(&reserves, now)
-            .map_err(|TableFull| full(items.first().map_or("", |i| i.1.as_str())))?;
-        Ok((r.allowed, r.denied_index, r.counts))
+        self.guarded(|r| {
+            let r = r
+                .table()
+                .window_reserve(&reserves, now)
+                .map_err(|TableFull| full(items.first().map_or("", |i| i.1.as_str())))?;
+            Ok((r.allowed, r.denied_index, r.counts))
+        })
     }
 
-    fn slots_in_use(&self, key: &str) -> u64 {
-        self.inner.table().slots_in_use(key.as_bytes())
+    fn slots_in_use(&self, key: &str) -> PyResult<u64> {
+        self.guarded(|r| Ok(r.table().slots_in_use(key.as_bytes())))
     }
 
-    fn reap(&self) -> usize {
-        self.inner.table().reap_dead()
+    fn reap(&self) -> PyResult<usize> {
+        self.guarded(|r| Ok(r.table().reap_dead()))
     }
 
     /// Registers this process now (a forked child does it on its first call otherwise).
     fn register(&self) -> PyResult<usize> {
-        self.inner.worker_index().map_err(to_py_err)
+        self.guarded(|r| r.worker_index().map_err(to_py_err))
     }
 
     fn close(&self) {
@@ -532,21 +541,23 @@ impl PyRegion {
     }
 
     fn stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
-        let s = py.detach(|| self.inner.table().stats());
+        let s = self.guarded(|r| Ok(py.detach(|| r.table().stats())))?;
         stats_dict(py, &s)
     }
 
     fn header<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
-        header_dict(py, &self.inner.table().header_info())
+        let h = self.guarded(|r| Ok(r.table().header_info()))?;
+        header_dict(py, &h)
     }
 
     fn workers<'py>(&self, py: Python<'py>) -> PyResult<Vec<Bound<'py, PyDict>>> {
-        workers_list(py, &self.inner.table().workers())
+        let ws = self.guarded(|r| Ok(r.table().workers()))?;
+        workers_list(py, &ws)
     }
 
     #[pyo3(signature = (n=20))]
     fn top_keys<'py>(&self, py: Python<'py>, n: usize) -> PyResult<Vec<Bound<'py, PyDict>>> {
-        let keys = py.detach(|| self.inner.table().top_keys(n));
+        let keys = self.guarded(|r| Ok(py.detach(|| r.table().top_keys(n))))?;
         keys_list(py, &keys)
     }
 
@@ -590,6 +601,18 @@ impl PyRegion {
 #[pyclass(module = "fast_litellm._native", name = "RegionView", frozen)]
 pub struct PyRegionView {
     table: Table,
+    path: String,
+}
+
+impl PyRegionView {
+    /// As PyRegion::guarded, for the read-only view.
+    fn guarded<T>(&self, f: impl FnOnce(&Table) -> T) -> PyResult<T> {
+        let intact = || crate::region::intact(self.table.mapping(), &self.path).map_err(to_py_err);
+        intact()?;
+        let answer = f(&self.table);
+        intact()?;
+        Ok(answer)
+    }
 }
 
 #[pymethods]
@@ -598,25 +621,26 @@ impl PyRegionView {
     fn new(path: PathBuf) -> PyResult<Self> {
         Ok(PyRegionView {
             table: Region::inspect(&path).map_err(to_py_err)?,
+            path: path.display().to_string(),
         })
     }
 
     fn header<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
-        header_dict(py, &self.table.header_info())
+        header_dict(py, &self.guarded(|t| t.header_info())?)
     }
 
     fn stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
-        let s = py.detach(|| self.table.stats());
+        let s = self.guarded(|t| py.detach(|| t.stats()))?;
         stats_dict(py, &s)
     }
 
     fn workers<'py>(&self, py: Python<'py>) -> PyResult<Vec<Bound<'py, PyDict>>> {
-        workers_list(py, &self.table.workers())
+        workers_list(py, &self.guarded(|t| t.workers())?)
     }
 
     #[pyo3(signature = (n=20))]
     fn top_keys<'py>(&self, py: Python<'py>, n: usize) -> PyResult<Vec<Bound<'py, PyDict>>> {
-        let keys = py.detach(|| self.table.top_keys(n));
+        let keys = self.guarded(|t| py.detach(|| t.top_keys(n)))?;
         keys_list(py, &keys)
     }
 }
