@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicU32, AtomicU64};
 /// "FLSHMREG" read as a little-endian u64: the first 8 bytes of every region file.
 pub const MAGIC: u64 = u64::from_le_bytes(*b"FLSHMREG");
 /// Bumped on any change to this file; a region with another version is refused on attach.
-pub const LAYOUT_VERSION: u32 = 2;
+pub const LAYOUT_VERSION: u32 = 3;
 
 pub const HEADER_SIZE: usize = 4096;
 pub const SLOT_SIZE: usize = 64;
@@ -21,6 +21,10 @@ pub const WORKER_SIZE: usize = 4096;
 pub const HOLDINGS_PER_WORKER: usize = (WORKER_SIZE - 64) / 8;
 /// Bytes of key text kept in a slot for the inspector (the fingerprint is what identifies it).
 pub const NAME_BYTES: usize = 24;
+/// A key longer than NAME_BYTES keeps its first NAME_HEAD and last NAME_BYTES - NAME_HEAD
+/// bytes: LiteLLM's keys differ in a hash in the middle and in their `:requests` / `:tokens`
+/// suffix, so the head alone would make every key of a kind look the same.
+pub const NAME_HEAD: usize = 12;
 
 pub const MIN_CAPACITY: u32 = 64;
 pub const MAX_CAPACITY: u32 = 1 << 26;
@@ -73,7 +77,7 @@ pub struct Slot {
     pub state: AtomicU128,
     /// kind (u8) | name_len (u8) << 8 | window_ms (u32) << 32.
     pub meta: AtomicU64,
-    /// The first NAME_BYTES bytes of the key text, for the inspector.
+    /// The key text, or its head and tail when longer than NAME_BYTES, for the inspector.
     pub name: [AtomicU64; NAME_BYTES / 8],
 }
 
@@ -193,6 +197,7 @@ const _: () = {
     assert!(offset_of!(Slot, state) == 16);
     assert!(offset_of!(Slot, meta) == 32);
     assert!(offset_of!(Slot, name) == 40);
+    assert!(NAME_HEAD > 0 && NAME_HEAD < NAME_BYTES);
 
     assert!(size_of::<Worker>() == WORKER_SIZE);
     assert!(offset_of!(Worker, state) == 0);

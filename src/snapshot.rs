@@ -3,7 +3,9 @@
 
 use crate::layout::{state, KIND_GCRA, KIND_SLOTS, KIND_STAMPED, KIND_WINDOW, W_FREE, W_LIVE, W_REAPING};
 use crate::sys;
-use crate::table::{meta_kind, meta_window_ms, read_name, read_state_words, reclaimable, Table};
+use crate::table::{
+    fingerprint, meta_kind, meta_window_ms, read_fingerprint, read_name, read_state_words, reclaimable, Table,
+};
 use crate::workers::{holding_parts, worker_pid, worker_status};
 use std::collections::HashMap;
 use std::sync::atomic::Ordering::*;
@@ -61,8 +63,11 @@ pub struct KeyInfo {
     pub index: usize,
     /// "window", "gcra" or "slots".
     pub kind: &'static str,
+    /// The key, or its head and tail joined by "…" when longer than NAME_BYTES.
     pub name: String,
     pub name_truncated: bool,
+    /// The 128-bit fingerprint that identifies the entry, as 32 hex digits.
+    pub fingerprint: String,
     /// Units in the current window, or slots held.
     pub count: u64,
     pub window_ms: u32,
@@ -164,52 +169,89 @@ impl Table {
         s
     }
 
-    /// The `top` live keys with the highest counts (GCRA keys by backlog), with their holders.
-    pub fn top_keys(&self, top: usize) -> Vec<KeyInfo> {
-        let now = sys::now_ns();
-        let workers = self.workers();
+    /// Slot index -> (pid, slots) of the live processes holding slots of it.
+    fn holders(&self) -> HashMap<usize, Vec<(u32, u64)>> {
         let mut holders: HashMap<usize, Vec<(u32, u64)>> = HashMap::new();
-        for w in workers.iter().filter(|w| w.status != "reaping") {
+        for w in self.workers().iter().filter(|w| w.status != "reaping") {
             for &(idx, count) in &w.holdings {
                 holders.entry(idx).or_default().push((w.pid, count));
             }
         }
-        let mut keys = Vec::new();
-        for i in 0..self.dims.capacity as usize {
-            let slot = self.slot(i);
-            let (lo, hi) = read_state_words(slot);
-            if state::status(hi) != state::LIVE {
-                continue;
-            }
-            let meta = slot.meta.load(Relaxed);
-            let kind = meta_kind(meta);
-            let expired = reclaimable(kind, lo, hi, now);
-            let (count, resets_in_ns) = match kind {
-                KIND_SLOTS => (state::count(hi), 0),
-                KIND_WINDOW if !expired => (state::count(hi), lo - now),
-                KIND_GCRA if !expired => (0, lo - now),
-                KIND_STAMPED if !expired => {
-                    // lo's low half: the region-clock second it ends (0: never).
-                    let ends_ns = (lo as u32 as u64) * 1_000_000_000;
-                    (state::count(hi), ends_ns.saturating_sub(now))
-                }
-                _ => (0, 0),
-            };
-            let (name, name_truncated) = read_name(slot);
-            keys.push(KeyInfo {
-                index: i,
-                kind: kind_name(kind),
-                name,
-                name_truncated,
-                count,
-                window_ms: meta_window_ms(meta),
-                resets_in_ns,
-                expired,
-                holders: holders.remove(&i).unwrap_or_default(),
-            });
+        holders
+    }
+
+    /// What slot `i` holds, if it is a live entry.
+    fn key_info(&self, i: usize, now: u64, holders: &mut HashMap<usize, Vec<(u32, u64)>>) -> Option<KeyInfo> {
+        let slot = self.slot(i);
+        let (lo, hi) = read_state_words(slot);
+        if state::status(hi) != state::LIVE {
+            return None;
         }
+        let meta = slot.meta.load(Relaxed);
+        let kind = meta_kind(meta);
+        let expired = reclaimable(kind, lo, hi, now);
+        let (count, resets_in_ns) = match kind {
+            KIND_SLOTS => (state::count(hi), 0),
+            KIND_WINDOW if !expired => (state::count(hi), lo - now),
+            KIND_GCRA if !expired => (0, lo - now),
+            KIND_STAMPED if !expired => {
+                // lo's low half: the region-clock second it ends (0: never).
+                let ends_ns = (lo as u32 as u64) * 1_000_000_000;
+                (state::count(hi), ends_ns.saturating_sub(now))
+            }
+            _ => (0, 0),
+        };
+        let (name, name_truncated) = read_name(slot);
+        Some(KeyInfo {
+            index: i,
+            kind: kind_name(kind),
+            name,
+            name_truncated,
+            fingerprint: read_fingerprint(slot),
+            count,
+            window_ms: meta_window_ms(meta),
+            resets_in_ns,
+            expired,
+            holders: holders.remove(&i).unwrap_or_default(),
+        })
+    }
+
+    /// The `top` live keys with the highest counts (GCRA keys by backlog), with their holders.
+    pub fn top_keys(&self, top: usize) -> Vec<KeyInfo> {
+        let now = sys::now_ns();
+        let mut holders = self.holders();
+        let mut keys: Vec<KeyInfo> = (0..self.dims.capacity as usize)
+            .filter_map(|i| self.key_info(i, now, &mut holders))
+            .collect();
         keys.sort_by_key(|k| std::cmp::Reverse((k.count, k.resets_in_ns)));
         keys.truncate(top);
         keys
+    }
+
+    /// The live entries of one key text, one per kind it is used as (window, GCRA, slots,
+    /// counter): the fingerprint of the whole text finds them, however long it is.
+    /// Loads only (two 64-bit loads per state, as everywhere here), so it works read-only.
+    pub fn lookup(&self, key: &[u8]) -> Vec<KeyInfo> {
+        let now = sys::now_ns();
+        let mut holders = self.holders();
+        let reach = self.map.header().max_probe.load(Acquire) as usize;
+        let mut found = Vec::new();
+        for kind in [KIND_WINDOW, KIND_GCRA, KIND_SLOTS, KIND_STAMPED] {
+            let fp = fingerprint(kind, key);
+            for d in 0..=reach.min(self.dims.capacity as usize - 1) {
+                let i = (fp.0 as usize + d) & (self.dims.capacity as usize - 1);
+                let slot = self.slot(i);
+                let (_, hi) = read_state_words(slot);
+                if state::status(hi) == state::EMPTY {
+                    break;
+                }
+                let same = slot.key_lo.load(Relaxed) == fp.0 && slot.key_hi.load(Relaxed) == fp.1;
+                if same && meta_kind(slot.meta.load(Relaxed)) == kind {
+                    found.extend(self.key_info(i, now, &mut holders));
+                    break;
+                }
+            }
+        }
+        found
     }
 }

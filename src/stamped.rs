@@ -110,6 +110,16 @@ fn expires_at(e: Expiry, now: u32) -> u32 {
     }
 }
 
+/// The lifetime an expiry gives an entry inserted now, recorded for the inspector's window
+/// column (0: never expires).
+fn lifetime_ns(e: Expiry) -> u64 {
+    match e {
+        Expiry::Never => 0,
+        Expiry::In { ns } => ns,
+        Expiry::At { s } => (s as u64).saturating_sub(now_s() as u64) * NS_PER_S,
+    }
+}
+
 fn over(count: u64, delta: i64, cap: u64) -> bool {
     if delta == 0 {
         count >= cap
@@ -165,7 +175,7 @@ impl Table {
         on_newer: OnNewer,
     ) -> Result<Added, TableFull> {
         loop {
-            let found = self.find_or_insert(KIND_STAMPED, key, 0)?;
+            let found = self.find_or_insert(KIND_STAMPED, key, lifetime_ns(expiry))?;
             let s = self.slot(found.idx);
             let now = now_s();
             let Some((mut lo, mut hi, mut st)) = self.stamped_state(found) else {
@@ -231,7 +241,7 @@ impl Table {
     /// Sets `value` at `stamp` whatever the entry held, ending after `expiry`.
     pub fn stamped_set(&self, key: &[u8], stamp: u32, value: u64, expiry: Expiry) -> Result<(), TableFull> {
         loop {
-            let found = self.find_or_insert(KIND_STAMPED, key, 0)?;
+            let found = self.find_or_insert(KIND_STAMPED, key, lifetime_ns(expiry))?;
             let Some((_, _, st)) = self.stamped_state(found) else {
                 continue;
             };
@@ -256,7 +266,7 @@ impl Table {
     /// in the region's clock). Returns (start, region-clock end, whether it started here).
     pub fn window_open(&self, window_key: &[u8], now: u32, window_s: u32) -> Result<(u32, u32, bool), TableFull> {
         loop {
-            let found = self.find_or_insert(KIND_STAMPED, window_key, 0)?;
+            let found = self.find_or_insert(KIND_STAMPED, window_key, window_s as u64 * NS_PER_S)?;
             let s = self.slot(found.idx);
             let Some((lo, _, st)) = self.stamped_state(found) else {
                 continue;

@@ -14,7 +14,7 @@
 //! Every update of a slot is a CAS of its 128-bit state, which carries the generation: a
 //! process that found a slot before it was reclaimed and reused fails its CAS and looks again.
 
-use crate::layout::{state, Slot, KIND_GCRA, KIND_SLOTS, KIND_STAMPED, KIND_WINDOW, NAME_BYTES};
+use crate::layout::{state, Slot, KIND_GCRA, KIND_SLOTS, KIND_STAMPED, KIND_WINDOW, NAME_BYTES, NAME_HEAD};
 use crate::region::{Dimensions, Mapping};
 use crate::sys::{self, now_ns};
 use portable_atomic::AtomicU128;
@@ -353,8 +353,12 @@ impl Table {
         let window_ms = (window_ns / 1_000_000).min(u32::MAX as u64) as u32;
         s.meta.store(pack_meta(kind, key.len(), window_ms), Relaxed);
         let mut name = [0u8; NAME_BYTES];
-        let n = key.len().min(NAME_BYTES);
-        name[..n].copy_from_slice(&key[..n]);
+        if key.len() <= NAME_BYTES {
+            name[..key.len()].copy_from_slice(key);
+        } else {
+            name[..NAME_HEAD].copy_from_slice(&key[..NAME_HEAD]);
+            name[NAME_HEAD..].copy_from_slice(&key[key.len() - (NAME_BYTES - NAME_HEAD)..]);
+        }
         for (word, chunk) in s.name.iter().zip(name.chunks_exact(8)) {
             word.store(u64::from_le_bytes(chunk.try_into().unwrap()), Relaxed);
         }
@@ -682,7 +686,8 @@ pub(crate) fn read_state_words(s: &Slot) -> (u64, u64) {
     }
 }
 
-/// The key text stored in a slot, cut to NAME_BYTES, and whether it was cut.
+/// The key text stored in a slot: the whole key, or for a longer one its head and tail
+/// joined by "…" (and true: the middle is missing).
 pub(crate) fn read_name(s: &Slot) -> (String, bool) {
     let meta = s.meta.load(Acquire);
     let len = ((meta >> 8) & 0xff) as usize;
@@ -690,8 +695,18 @@ pub(crate) fn read_name(s: &Slot) -> (String, bool) {
     for w in &s.name {
         bytes.extend_from_slice(&w.load(Relaxed).to_le_bytes());
     }
-    bytes.truncate(len.min(NAME_BYTES));
-    (String::from_utf8_lossy(&bytes).into_owned(), len > NAME_BYTES)
+    if len <= NAME_BYTES {
+        bytes.truncate(len);
+        return (String::from_utf8_lossy(&bytes).into_owned(), false);
+    }
+    let head = String::from_utf8_lossy(&bytes[..NAME_HEAD]);
+    let tail = String::from_utf8_lossy(&bytes[NAME_HEAD..]);
+    (format!("{head}…{tail}"), true)
+}
+
+/// A slot's 128-bit key fingerprint as 32 hex digits (high word first).
+pub(crate) fn read_fingerprint(s: &Slot) -> String {
+    format!("{:016x}{:016x}", s.key_hi.load(Relaxed), s.key_lo.load(Relaxed))
 }
 
 #[cfg(test)]

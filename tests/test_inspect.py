@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from fast_litellm import shm
+from fast_litellm import _native, shm
 
 INSPECT = shutil.which("fl-shm-inspect") or os.path.join(os.path.dirname(os.sys.executable), "fl-shm-inspect")
 
@@ -40,7 +40,7 @@ def test_json_shows_header_table_workers_and_top_keys(region_path, busy_region):
     out = inspect(region_path, "--json", "--top", "3")
     assert out.returncode == 0, out.stderr
     snap = json.loads(out.stdout)
-    assert snap["header"]["layout_version"] == 2 and snap["header"]["capacity"] == 1024
+    assert snap["header"]["layout_version"] == _native.LAYOUT_VERSION and snap["header"]["capacity"] == 1024
     assert snap["stats"]["used"] == 7
     assert [w["pid"] for w in snap["workers"] if w["status"] == "live"] == [os.getpid()]
     top = snap["top_keys"]
@@ -50,7 +50,8 @@ def test_json_shows_header_table_workers_and_top_keys(region_path, busy_region):
     held = next(k for k in slots if k["kind"] == "slots")
     assert held["holders"] == [[os.getpid(), 2]]
     long = next(k for k in slots if k["key"].startswith("a-very-long"))
-    assert long["key_truncated"] and len(long["key"]) == 24
+    assert long["key_truncated"] and long["key"] == "a-very-long-…-in-the-slot"
+    assert len(long["fingerprint"]) == 32 and int(long["fingerprint"], 16)
 
 
 def test_the_text_view_and_that_it_never_changes_the_region(region_path, busy_region):
@@ -59,7 +60,7 @@ def test_the_text_view_and_that_it_never_changes_the_region(region_path, busy_re
     assert out.returncode == 0, out.stderr
     assert digest(region_path) == before, "the inspector wrote to the region"
     text = out.stdout
-    assert "layout v2" in text and "capacity 1024" in text
+    assert f"layout v{_native.LAYOUT_VERSION}" in text and "capacity 1024" in text
     assert "{api_key:key-4}:requests" in text and "deployment:gpt-4o" in text
     assert f"{os.getpid()}:2" in text
     # The path may also come from the environment.
@@ -147,3 +148,38 @@ def test_a_symlink_is_refused_with_the_reason(region_path, busy_region, tmp_path
     out = inspect(str(link))
     assert out.returncode == 2 and "is a symbolic link" in out.stderr and region_path in out.stderr, out.stderr
     assert "os error" not in out.stderr
+
+
+def test_litellm_keys_stay_apart_and_one_is_found_by_its_full_text(region_path):
+    """LiteLLM's keys share a long head ({api_key:<64 hex>}) and differ in the hash and the
+    suffix: the listing keeps both ends and the fingerprint; --key finds one by its text."""
+    r = shm.Region(region_path, capacity=1024)
+    hashes = [hashlib.sha256(str(i).encode()).hexdigest() for i in range(2)]
+    for h in hashes:
+        r.window_add(f"{{api_key:{h}}}:window", f"{{api_key:{h}}}:requests", int(time.time()), 60, 3)
+        r.counter_add(f"{{api_key:{h}}}:tokens", 7, 60.0)
+    r.counter_add("never-expires", 1, 0.0)
+    keys = json.loads(inspect(region_path, "--json", "--top", "100").stdout)["top_keys"]
+    shown = {k["key"] for k in keys}
+    for h in hashes:
+        for suffix in ("window", "requests", "tokens"):
+            text = f"{{api_key:{h}}}:{suffix}"
+            assert text[:12] + "…" + text[-12:] in shown, (text, shown)
+    assert len({k["fingerprint"] for k in keys}) == len(keys) == 7
+    tokens = next(k for k in keys if k["key"].endswith(":tokens") and k["key"].startswith("{api_key:" + hashes[0][:3]))
+    assert tokens["window_s"] == 60.0 and 0 < tokens["resets_in_s"] <= 61
+    window = next(k for k in keys if k["key"].endswith("}:window"))
+    assert window["window_s"] == 60.0, "a LiteLLM window shows its length, not 0s"
+    text = inspect(region_path).stdout
+    never = next(line for line in text.splitlines() if line.rstrip().endswith("never-expires"))
+    assert " 0s " not in never and never.split()[2:4] == ["-", "-"], never
+
+    wanted = f"{{api_key:{hashes[1]}}}:requests"
+    found = inspect(region_path, "--key", wanted)
+    assert found.returncode == 0 and wanted in found.stdout and " 3 " in found.stdout, found.stdout
+    one = json.loads(inspect(region_path, "--key", wanted, "--json").stdout)
+    assert one["key"] == wanted and [(e["kind"], e["count"]) for e in one["entries"]] == [("counter", 3)]
+    assert one["entries"][0]["fingerprint"] in {k["fingerprint"] for k in keys}
+    missing = inspect(region_path, "--key", wanted + "x")
+    assert missing.returncode == 1 and "no live entry" in missing.stdout
+    r.close()

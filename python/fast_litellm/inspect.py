@@ -49,15 +49,39 @@ def render(path: str, snap: Dict[str, Any]) -> str:
             )
     keys = snap["top_keys"]
     out.append(f"top {len(keys)} keys by count")
-    if keys:
-        out.append(f"  {'kind':<6} {'count':>10} {'window':>8} {'resets in':>10}  {'holders (pid:slots)':<22} key")
-        for k in keys:
-            holders = " ".join(f"{pid}:{n}" for pid, n in k["holders"]) or "-"
-            window = f"{k['window_s']:g}s" if k["kind"] != "slots" else "-"
-            resets = "expired" if k["expired"] else (f"{k['resets_in_s']:.1f}s" if k["kind"] != "slots" else "-")
-            name = k["key"] + ("…" if k["key_truncated"] else "")
-            out.append(f"  {k['kind']:<6} {k['count']:>10} {window:>8} {resets:>10}  {holders:<22} {name}")
+    out.extend(_key_table(keys))
     return "\n".join(out)
+
+
+def _key_table(keys: List[Dict[str, Any]], full_text: Optional[str] = None) -> List[str]:
+    """One line per entry. A key longer than the slot keeps shows as head…tail; the
+    fingerprint (its first 16 hex digits here, all 32 in --json) tells such keys apart."""
+    if not keys:
+        return []
+    out = [f"  {'kind':<7} {'count':>10} {'window':>8} {'resets in':>10}  {'holders (pid:slots)':<22} "
+           f"{'fingerprint':<16}  key"]
+    for k in keys:
+        timed = k["kind"] != "slots"
+        holders = " ".join(f"{pid}:{n}" for pid, n in k["holders"]) or "-"
+        # A counter with no window is one that never expires (LiteLLM's ttl=None).
+        window = f"{k['window_s']:g}s" if timed and k["window_s"] > 0 else "-"
+        resets = "expired" if k["expired"] else (f"{k['resets_in_s']:.1f}s" if timed and k["resets_in_s"] > 0 else "-")
+        name = full_text if full_text is not None else k["key"]
+        out.append(f"  {k['kind']:<7} {k['count']:>10} {window:>8} {resets:>10}  {holders:<22} "
+                   f"{k['fingerprint'][:16]}  {name}")
+    return out
+
+
+def _show_key(view: RegionView, path: str, key: str, as_json: bool) -> int:
+    entries = view.lookup(key)
+    if as_json:
+        print(json.dumps({"key": key, "entries": entries}, indent=2))
+    elif entries:
+        print(f"key {key!r} in {path}: {len(entries)} live entr{'y' if len(entries) == 1 else 'ies'}")
+        print("\n".join(_key_table(entries, full_text=key)))
+    else:
+        print(f"key {key!r}: no live entry in {path}")
+    return 0 if entries else 1
 
 
 def main(argv: Optional[Sequence[str]] = None, default_path: str = "") -> int:
@@ -70,6 +94,8 @@ def main(argv: Optional[Sequence[str]] = None, default_path: str = "") -> int:
     parser.add_argument("--top", type=int, default=20, metavar="N", help="keys to list (default 20)")
     parser.add_argument("--json", action="store_true", help="print one JSON document")
     parser.add_argument("--watch", type=float, metavar="SECONDS", help="refresh every SECONDS until Ctrl-C")
+    parser.add_argument("--key", metavar="TEXT",
+                        help="show the entries of one key, given its full text (exit 1 when it has none)")
     args = parser.parse_args(argv)
     if not args.path or args.path.lower() in OFF_VALUES:
         print("fl-shm-inspect: no region given: pass a path or set FAST_LITELLM_SHM", file=sys.stderr)
@@ -84,6 +110,8 @@ def main(argv: Optional[Sequence[str]] = None, default_path: str = "") -> int:
         return 2
     try:
         view = RegionView(args.path)
+        if args.key is not None:
+            return _show_key(view, args.path, args.key, args.json)
         while True:
             snap = snapshot(view, args.top)
             if args.json:

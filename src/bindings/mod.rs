@@ -264,6 +264,7 @@ fn keys_list<'py>(py: Python<'py>, ks: &[KeyInfo]) -> PyResult<Vec<Bound<'py, Py
             d.set_item("kind", k.kind)?;
             d.set_item("key", &k.name)?;
             d.set_item("key_truncated", k.name_truncated)?;
+            d.set_item("fingerprint", &k.fingerprint)?;
             d.set_item("count", k.count)?;
             d.set_item("window_s", k.window_ms as f64 / 1000.0)?;
             d.set_item("resets_in_s", k.resets_in_ns as f64 / NS)?;
@@ -561,6 +562,12 @@ impl PyRegion {
         keys_list(py, &keys)
     }
 
+    /// The live entries of `key` (its full text), one per kind it is used as.
+    fn lookup<'py>(&self, py: Python<'py>, key: &str) -> PyResult<Vec<Bound<'py, PyDict>>> {
+        let keys = self.guarded(|r| Ok(r.table().lookup(key.as_bytes())))?;
+        keys_list(py, &keys)
+    }
+
     #[getter]
     fn path(&self) -> Option<PathBuf> {
         self.inner.path().map(PathBuf::from)
@@ -642,6 +649,11 @@ impl PyRegionView {
     fn top_keys<'py>(&self, py: Python<'py>, n: usize) -> PyResult<Vec<Bound<'py, PyDict>>> {
         let keys = self.guarded(|t| py.detach(|| t.top_keys(n)))?;
         keys_list(py, &keys)
+    }
+
+    /// The live entries of `key` (its full text), one per kind it is used as.
+    fn lookup<'py>(&self, py: Python<'py>, key: &str) -> PyResult<Vec<Bound<'py, PyDict>>> {
+        keys_list(py, &self.guarded(|t| t.lookup(key.as_bytes()))?)
     }
 }
 
