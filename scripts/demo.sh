@@ -16,20 +16,31 @@ workers=${WEB_CONCURRENCY:-3}
 export LITELLM_LOCAL_MODEL_COST_MAP=True
 export FL_DEMO_UPSTREAM=http://127.0.0.1:$upstream_port/v1
 
+# The proxy and the mock run in sessions of their own, so a terminal's Ctrl-C reaches only this
+# script, which stops them with SIGTERM: gunicorn's graceful stop, not SIGINT in every worker
+# (which gunicorn logs as errors). The demo then exits 0, so make reports no error.
 pids=()
 stop() {
     trap - EXIT INT TERM
     echo
-    echo "stopping the proxy and the mock upstream"
+    echo "stopping the proxy and the mock upstream (gunicorn logs each worker's graceful exit as" \
+         "'[ERROR] Worker ... was sent SIGTERM!', and uvicorn 'Error while closing socket [Errno 9]':" \
+         "their normal stop, the same with plain \`litellm --run_gunicorn\`)"
     kill -TERM "${pids[@]}" 2>/dev/null || true
     wait "${pids[@]}" 2>/dev/null || true
+    if [ -n "${region:-}" ] && [ -e "$region" ]; then
+        echo "stopped; the region file $region stays (FAST_LITELLM_SHM names it): rm it while no proxy uses it"
+    else
+        echo "stopped; the region file is removed"
+    fi
 }
-trap stop EXIT INT TERM
+trap stop EXIT
+trap 'stop; exit 0' INT TERM
 
-.venv/bin/python deploy/mock_upstream.py --port "$upstream_port" &
+setsid .venv/bin/python deploy/mock_upstream.py --port "$upstream_port" &
 mock_pid=$!
 pids+=($mock_pid)
-.venv/bin/fast-litellm --config deploy/demo-config.yaml --run_gunicorn --num_workers "$workers" \
+setsid .venv/bin/fast-litellm --config deploy/demo-config.yaml --run_gunicorn --num_workers "$workers" \
     --host 127.0.0.1 --port "$port" &
 proxy_pid=$!
 pids+=($proxy_pid)

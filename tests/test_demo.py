@@ -33,8 +33,19 @@ def test_make_demo_serves_holds_limits_and_stops_on_ctrl_c(tmp_path):
         assert f"curl -s http://127.0.0.1:{port}/v1/chat/completions" in out and "fl-shm-inspect" in out
         p = Proxy(demo, port, str(log_path))
         assert collections.Counter(send(p, ["sk-demo-test-rpm10"] * 15, concurrency=15)) == {200: 10, 429: 5}
+        assert "fast_litellm: active components = [" in out and "'rate_limiter'" in out, out[-4000:]
         os.killpg(demo.pid, signal.SIGINT)
-        demo.wait(timeout=60)
+        # make, which got the SIGINT too, ends by it once the demo exited 0: silently.
+        assert demo.wait(timeout=60) in (0, -signal.SIGINT)
+        out = log_path.read_text(errors="replace")
+        stopping = out[out.index("stopping the proxy"):]
+        for noise in ("was sent SIGINT", "make: ***", "Traceback", "Interrupt"):
+            assert noise not in stopping, stopping[-3000:]
+        # The only errors left are gunicorn's for its own graceful stop, which the demo explains.
+        errors = [line for line in stopping.splitlines() if "[ERROR]" in line]
+        assert all("was sent SIGTERM!" in line for line in errors), errors
+        assert "plain `litellm --run_gunicorn`" in stopping
+        assert f"the region file {region} stays" in stopping, stopping[-3000:]
         deadline = time.time() + 30
         while time.time() < deadline:
             try:

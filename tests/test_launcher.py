@@ -64,6 +64,8 @@ def test_the_launcher_holds_one_limit_across_the_workers_of_every_server(upstrea
         codes, served = _spread_burst(p)
         assert codes == {200: 10, 429: 30}, (codes, served)
         assert "IMPORT ORDER" not in p.log()
+        assert re.search(r"fast_litellm:INFO: fast_litellm: active components = \[.*'rate_limiter'", p.log()), \
+            "the launcher shows fast_litellm's own INFO line, which LiteLLM's logging would drop"
     assert not os.path.exists(region), "the master removes the region it chose when it exits"
 
 

@@ -19,7 +19,8 @@ from __future__ import annotations
 
 import os
 
-from . import _region
+from . import _hook, _region
+
 
 def _master_pid() -> int:
     """A worker's master is its parent; a proxy of one process is its own master."""
@@ -28,6 +29,7 @@ def _master_pid() -> int:
 
 if _region.choose_for_master(os.environ, _master_pid(), starting=False):
     _region.remove_at_exit_if_owner()
+_hook.show_own_log()
 
 import fast_litellm  # noqa: E402 - after the region is chosen
 from litellm.integrations.custom_logger import CustomLogger  # noqa: E402
