@@ -6,6 +6,7 @@
 pub mod engine;
 pub mod fault;
 pub mod layout;
+pub mod lease;
 pub mod region;
 pub mod snapshot;
 pub mod stamped;

@@ -91,7 +91,7 @@ fn pack_lo(stamp: u32, expires_s: u32) -> u64 {
     (stamp as u64) << 32 | expires_s as u64
 }
 
-fn now_s() -> u32 {
+pub(crate) fn now_s() -> u32 {
     (now_ns() / NS_PER_S).min(u32::MAX as u64) as u32
 }
 

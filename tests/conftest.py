@@ -67,3 +67,13 @@ def pytest_collection_modifyitems(config, items):
         names = MATRIX.get(item.path.name, ())
         if names is None or item.originalname in (names or ()):
             item.add_marker(pytest.mark.matrix)
+
+
+@pytest.fixture
+def redis_server():
+    from redis_server import start
+
+    server = start()
+    yield server
+    server.process.kill()
+    server.process.wait()

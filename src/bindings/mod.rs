@@ -524,6 +524,33 @@ impl PyRegion {
         })
     }
 
+    /// Adds `units` the shared store granted to this host in its window `stamp`, spendable
+    /// until region-clock second `end_s` (see `clock_ns`). False when the lease here is of a
+    /// newer window (nothing added).
+    fn lease_grant(&self, key: &str, stamp: i64, units: u64, end_s: i64) -> PyResult<bool> {
+        let (stamp, end) = (seconds(stamp, "stamp")?, seconds(end_s, "end_s")?);
+        self.guarded(|r| r.table().lease_grant(key.as_bytes(), stamp, units, end).map_err(|TableFull| full(key)))
+    }
+
+    /// Takes `cost` units of the live lease of `key`: (taken, window stamp, units left).
+    fn lease_take(&self, key: &str, cost: u64) -> PyResult<(bool, u32, u64)> {
+        self.guarded(|r| {
+            let t = r.table().lease_take(key.as_bytes(), cost).map_err(|TableFull| full(key))?;
+            Ok((t.taken, t.stamp, t.left))
+        })
+    }
+
+    /// Gives back `cost` units taken from the lease of window `stamp`.
+    fn lease_untake(&self, key: &str, stamp: i64, cost: u64) -> PyResult<()> {
+        let stamp = seconds(stamp, "stamp")?;
+        self.guarded(|r| r.table().lease_untake(key.as_bytes(), stamp, cost).map_err(|TableFull| full(key)))
+    }
+
+    /// (window stamp, units left) of the live lease of `key`; (0, 0) without one.
+    fn lease_left(&self, key: &str) -> PyResult<(u32, u64)> {
+        self.guarded(|r| Ok(r.table().lease_left(key.as_bytes())))
+    }
+
     fn slots_in_use(&self, key: &str) -> PyResult<u64> {
         self.guarded(|r| Ok(r.table().slots_in_use(key.as_bytes())))
     }
@@ -657,6 +684,12 @@ impl PyRegionView {
     }
 }
 
+/// The region's clock (CLOCK_BOOTTIME) in nanoseconds: what lease deadlines are measured in.
+#[pyfunction]
+fn clock_ns() -> u64 {
+    crate::sys::now_ns()
+}
+
 /// Bytes of a region with these dimensions.
 #[pyfunction]
 #[pyo3(signature = (capacity=crate::region::DEFAULT_CAPACITY, max_workers=crate::region::DEFAULT_MAX_WORKERS))]
@@ -670,6 +703,7 @@ fn region_size(capacity: u32, max_workers: u32) -> PyResult<usize> {
 fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     let py = m.py();
     m.add_function(wrap_pyfunction!(region_size, m)?)?;
+    m.add_function(wrap_pyfunction!(clock_ns, m)?)?;
     m.add_class::<PyRegion>()?;
     m.add_class::<PyRegionView>()?;
     m.add_class::<PyDecision>()?;

@@ -1,0 +1,280 @@
+"""The host tier: this host's region in front of LiteLLM's Redis, for limits shared by hosts.
+
+A request is admitted from units that Redis granted to this host ahead of time (a lease held
+in the region, shared by every worker of the host), so most requests make no Redis call. When
+the host's lease of a limit runs out, one Lua call on LiteLLM's own v3 keys
+(`{descriptor:value}:window` and its `:requests` / `:tokens` counter) grants at most what is
+left of that window's limit, with LiteLLM's semantics: the same window start (Redis `TIME`),
+the same reset of the sibling counters, the same TTLs. Stock LiteLLM pods that run
+`CHECK_AND_INCREMENT_BY_N_SCRIPT` on the same keys therefore share one limit with this host.
+
+Bounds (docs/host-tier.md states and derives them):
+- over-admission 0: Redis grants at most the limit per window, atomically; a host spends only
+  what it was granted, only in the window it was granted in, and never after a local
+  deadline that is no later than Redis's window end;
+- under-admission: at most the units granted but not spent when a window ends, at most
+  `hosts x max_lease` and, near the limit, `(limit - counter) / 2` in all;
+- Redis calls: one per lease, and leases grow (doubling while a key keeps asking within
+  `refill_s`) up to `(limit - counter) / (2 x hosts)`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+from . import _native
+
+log = logging.getLogger("fast_litellm")
+
+# Per (window key, counter key) pair: grant min(want, limit - counter) of the live window,
+# opening a new one as LiteLLM v3 does (Redis TIME, siblings deleted, TTLs set). Never
+# writes for a grant of 0.
+# KEYS: pairs. ARGV: per pair limit, want, ttl_s, window_s.
+# Returns per pair: grant, window start, Redis now, counter after the grant.
+LEASE_SCRIPT = """
+local now = tonumber(redis.call('TIME')[1])
+local out = {}
+for i = 1, #KEYS / 2 do
+    local window_key, counter_key = KEYS[2 * i - 1], KEYS[2 * i]
+    local b = (i - 1) * 4
+    local limit, want = tonumber(ARGV[b + 1]), tonumber(ARGV[b + 2])
+    local ttl, size = tonumber(ARGV[b + 3]), tonumber(ARGV[b + 4])
+    local start = redis.call('GET', window_key)
+    local expired = (not start) or (now - tonumber(start)) >= size
+    local counter = 0
+    if not expired then
+        counter = tonumber(redis.call('GET', counter_key) or 0)
+    end
+    local grant = math.min(want, limit - counter)
+    if grant < 0 then grant = 0 end
+    if expired then
+        start = now
+        if grant > 0 then
+            local prefix = string.sub(window_key, 1, -(#':window') - 1)
+            redis.call('DEL', prefix .. ':requests', prefix .. ':tokens')
+            redis.call('SET', window_key, tostring(now))
+            redis.call('EXPIRE', window_key, size)
+            redis.call('SET', counter_key, grant)
+            if ttl > 0 then redis.call('EXPIRE', counter_key, ttl) end
+        end
+    elseif grant > 0 then
+        redis.call('INCRBY', counter_key, grant)
+        if ttl > 0 and redis.call('TTL', counter_key) == -1 then
+            redis.call('EXPIRE', counter_key, ttl)
+        end
+    end
+    table.insert(out, grant)
+    table.insert(out, tonumber(start))
+    table.insert(out, now)
+    table.insert(out, counter + grant)
+end
+return out
+"""
+
+# Gives back unspent leased units: per pair, DECRBY what is given (never below 0) only while
+# the window is still the one they were granted in. KEYS: pairs. ARGV: per pair stamp, units.
+# Returns per pair the units given back.
+RETURN_SCRIPT = """
+local out = {}
+for i = 1, #KEYS / 2 do
+    local window_key, counter_key = KEYS[2 * i - 1], KEYS[2 * i]
+    local stamp, units = tonumber(ARGV[2 * i - 1]), tonumber(ARGV[2 * i])
+    local given = 0
+    local start = redis.call('GET', window_key)
+    if start and tonumber(start) == stamp then
+        given = math.min(units, tonumber(redis.call('GET', counter_key) or 0))
+        if given > 0 then redis.call('DECRBY', counter_key, given) end
+    end
+    table.insert(out, given)
+end
+return out
+"""
+
+
+@dataclass(frozen=True)
+class Limit:
+    """One of LiteLLM v3's (window, counter) pairs, as its pre-call check sees it."""
+
+    window_key: str
+    counter_key: str
+    limit: int
+    cost: int = 1
+    ttl_s: int = 60
+    window_s: int = 60
+
+
+@dataclass(frozen=True)
+class Admission:
+    allowed: bool
+    #: The first limit that refused, when not allowed.
+    denied_index: Optional[int]
+    #: Per limit, the Redis window start its units were counted in (0 where none was taken).
+    windows: Tuple[int, ...]
+    #: Redis calls this admission made (0 or 1).
+    redis_calls: int
+
+
+def _clock_s() -> float:
+    return _native.clock_ns() / 1e9
+
+
+class HostTier:
+    """Admits requests against limits shared through Redis, spending leases held in `region`.
+
+    `redis` is an asyncio Redis client (redis-py's, as LiteLLM's `RedisCache` holds); `hosts`
+    is how many hosts share the limits, which sizes the leases (never correctness).
+    """
+
+    def __init__(self, region: Any, redis: Any, hosts: int, *, refill_s: float = 1.0, poll_s: float = 1.0,
+                 idle_s: float = 1.0, max_lease: int = 1 << 20) -> None:
+        if hosts < 1:
+            raise ValueError(f"hosts must be 1 or more, got {hosts}")
+        self.region = region
+        self.redis = redis
+        self.hosts = hosts
+        self.refill_s = refill_s
+        self.poll_s = poll_s
+        self.idle_s = idle_s
+        self.max_lease = max_lease
+        self._lease = redis.register_script(LEASE_SCRIPT)
+        self._return = redis.register_script(RETURN_SCRIPT)
+        #: counter key -> (last want, clock of the last refill, counter Redis reported)
+        self._sizing: Dict[str, Tuple[int, float, int]] = {}
+        #: counter key -> its Limit, for give_back()
+        self._seen: Dict[str, Limit] = {}
+        #: counter key -> region-clock second the units of this process's last refill end
+        self._deadlines: Dict[str, int] = {}
+        #: counter key -> clock of this process's last admit on it, for idle returns
+        self._last_use: Dict[str, float] = {}
+        self._idle_task: Optional["asyncio.Task[None]"] = None
+
+    def _want(self, lim: Limit, need: int, now: float) -> int:
+        last, at, counter = self._sizing.get(lim.counter_key, (0, -1e9, 0))
+        grow = 2 * last if now - at < self.refill_s else last // 2
+        share = max(0, lim.limit - counter) // (2 * self.hosts)
+        return max(need, min(grow, share, self.max_lease))
+
+    def _dry_key(self, lim: Limit) -> str:
+        return f"lease:{lim.counter_key}:dry"
+
+    async def admit(self, limits: Sequence[Limit]) -> Admission:
+        """All or nothing: every limit takes its cost, or none does."""
+        if self._idle_task is None and self.idle_s > 0:
+            self._idle_task = asyncio.get_running_loop().create_task(self._return_idle())
+        taken: List[Tuple[int, int]] = []  # (index, stamp) taken from a local lease
+        missing: List[int] = []
+        now = _clock_s()
+        for i, lim in enumerate(limits):
+            self._seen[lim.counter_key] = lim
+            self._last_use[lim.counter_key] = now
+            ok, stamp, _ = self.region.lease_take(lim.counter_key, lim.cost)
+            if ok:
+                taken.append((i, stamp))
+            else:
+                missing.append(i)
+        if not missing:
+            windows = dict(taken)
+            return Admission(True, None, tuple(windows[i] for i in range(len(limits))), 0)
+        # A limit Redis refused less than poll_s ago is refused again without asking.
+        for i in missing:
+            if self.region.value_get(self._dry_key(limits[i])) is not None:
+                self._untake(limits, taken)
+                return Admission(False, i, (), 0)
+        granted = await self._refill([limits[i] for i in missing])
+        windows = dict(taken)
+        denied: Optional[int] = None
+        for i, (units, start) in zip(missing, granted):
+            if denied is None and units >= limits[i].cost:
+                windows[i] = start
+                units -= limits[i].cost  # this request's share, straight from the grant
+            elif denied is None:
+                denied = i
+            self._keep(limits[i], start, units)
+        if denied is not None:
+            self._untake(limits, taken)
+            for i in missing:
+                if i in windows:  # give this request's share back to the host's lease
+                    self._keep(limits[i], windows[i], limits[i].cost)
+            return Admission(False, denied, (), 1)
+        return Admission(True, None, tuple(windows[i] for i in range(len(limits))), 1)
+
+    def _untake(self, limits: Sequence[Limit], taken: List[Tuple[int, int]]) -> None:
+        for i, stamp in taken:
+            self.region.lease_untake(limits[i].counter_key, stamp, limits[i].cost)
+
+    async def _refill(self, limits: Sequence[Limit]) -> List[Tuple[int, int]]:
+        """One Lua call for all `limits`: [(units granted, window start)], leases' deadlines set."""
+        sent = _clock_s()
+        wants = [self._want(lim, lim.cost, sent) for lim in limits]
+        keys: List[str] = []
+        args: List[int] = []
+        for lim, want in zip(limits, wants):
+            keys += [lim.window_key, lim.counter_key]
+            args += [lim.limit, want, lim.ttl_s, lim.window_s]
+        reply = [int(v) for v in await self._lease(keys=keys, args=args)]
+        out = []
+        for n, (lim, want) in enumerate(zip(limits, wants)):
+            grant, start, now, counter = reply[4 * n: 4 * n + 4]
+            # Whole seconds of the window left for sure: Redis's `now` is truncated, and
+            # `sent` was read before the call, so sent + left is never past the true end.
+            left = start + lim.window_s - now - 1
+            self._deadlines[lim.counter_key] = int(sent + left) if left > 0 else 0
+            self._sizing[lim.counter_key] = (want, sent, counter)
+            if grant < lim.cost:
+                self.region.value_set(self._dry_key(lim), start, 1, min(self.poll_s, max(left, 0.001)))
+            out.append((grant, start))
+        return out
+
+    def _keep(self, lim: Limit, start: int, units: int) -> None:
+        """Puts `units` granted in window `start` into the host's lease, if time is left to
+        spend them; otherwise they stay counted in Redis and unspent (stranded)."""
+        end = self._deadlines.get(lim.counter_key, 0)
+        if units > 0 and end > _clock_s():
+            self.region.lease_grant(lim.counter_key, start, units, end)
+
+    async def _return_idle(self) -> None:
+        """Gives back the leases of keys this process has not asked for in idle_s, so that
+        units a host no longer needs reach the hosts still asking (they poll every poll_s)."""
+        while True:
+            await asyncio.sleep(self.idle_s / 2)
+            now = _clock_s()
+            idle = [k for k, t in self._last_use.items() if now - t >= self.idle_s]
+            for k in idle:
+                del self._last_use[k]
+            if idle:
+                try:
+                    await self.give_back(idle)
+                except Exception as error:  # noqa: BLE001 - the units stay stranded until the window ends
+                    log.warning("fast_litellm: returning idle leases to Redis failed: %s", error)
+
+    async def close(self) -> int:
+        """Stops the idle returns and gives every lease back (shutdown)."""
+        if self._idle_task is not None:
+            self._idle_task.cancel()
+            self._idle_task = None
+        return await self.give_back()
+
+    async def give_back(self, keys: Optional[Sequence[str]] = None) -> int:
+        """Returns the unspent units of the leases of `keys` (default: every key this process
+        has used) to Redis, guarded by the window they were granted in. Returns the units
+        given back."""
+        pairs: List[Tuple[Limit, int, int]] = []
+        for key in self._seen if keys is None else keys:
+            lim = self._seen[key]
+            _, left = self.region.lease_left(key)
+            # Take them out of the lease first, so no worker spends what is being returned;
+            # the take names the window they are of.
+            taken, stamp, _ = self.region.lease_take(key, left) if left else (False, 0, 0)
+            if taken:
+                pairs.append((lim, stamp, left))
+        if not pairs:
+            return 0
+        redis_keys: List[str] = []
+        args: List[int] = []
+        for lim, stamp, left in pairs:
+            redis_keys += [lim.window_key, lim.counter_key]
+            args += [stamp, left]
+        return sum(int(v) for v in await self._return(keys=redis_keys, args=args))

@@ -1,0 +1,224 @@
+"""The host tier (fast_litellm.host_tier): several "hosts", each a group of real worker
+processes sharing its own region, in front of one real redis-server, on LiteLLM v3's keys."""
+
+import collections
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+import uuid
+
+import pytest
+
+HERE = os.path.dirname(__file__)
+
+
+def pair(descriptor, limit, cost=1, window_s=60):
+    """One LiteLLM v3 (window, counter) pair for an rpm limit of `descriptor`."""
+    return [f"{{{descriptor}}}:window", f"{{{descriptor}}}:requests", limit, cost, window_s, window_s]
+
+
+class Hosts:
+    """Worker processes, grouped into hosts by region."""
+
+    def __init__(self, redis_server, tmp_path):
+        self.redis = redis_server
+        self.tmp = tmp_path
+        self.tag = uuid.uuid4().hex[:8]
+        self.procs = []
+
+    def region(self, host):
+        return f"/dev/shm/fl-host-{self.tag}-{host}"
+
+    def start(self, host, requests, hosts, **extra):
+        plan = {"region": self.region(host), "redis_port": self.redis.port, "hosts": hosts,
+                "requests": requests, **extra}
+        path = self.tmp / f"plan-{len(self.procs)}.json"
+        path.write_text(json.dumps(plan))
+        p = subprocess.Popen([sys.executable, os.path.join(HERE, "host_worker.py"), str(path)],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                             env={**os.environ, "FAST_LITELLM_DISABLE": "1"})
+        self.procs.append(p)
+        return p
+
+    def wait_ready(self, p):
+        line = p.stdout.readline()
+        assert line.strip() == "ready", p.stderr.read()
+
+    def results(self, procs=None):
+        out = []
+        for p in procs or self.procs:
+            stdout, stderr = p.communicate(timeout=240)
+            assert p.returncode == 0, stderr
+            out.append(json.loads(stdout.strip().splitlines()[-1])["admitted"])
+        return out
+
+    def cleanup(self):
+        for p in self.procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+        for f in os.listdir("/dev/shm"):
+            if f.startswith(f"fl-host-{self.tag}-"):
+                os.unlink(os.path.join("/dev/shm", f))
+
+
+@pytest.fixture
+def hosts(redis_server, tmp_path):
+    h = Hosts(redis_server, tmp_path)
+    yield h
+    h.cleanup()
+
+
+def admitted_by_window(results):
+    """(counter key, Redis window start) -> units admitted, over every worker."""
+    seen = collections.Counter()
+    for worker in results:
+        for request in worker:
+            for counter_key, window, cost in request["limits"]:
+                seen[(counter_key, window)] += cost
+    return seen
+
+
+def spent_inside_their_windows(results, window_s):
+    """A unit taken from a lease (no Redis call) is taken before its Redis window ends: the
+    request was asked for before start + window_s (Redis TIME and time.time() share a host)."""
+    late = [r for worker in results for r in worker
+            if r["local"] and any(r["asked"] >= w + window_s for _, w, _ in r["limits"])]
+    assert not late, late[:3]
+
+
+def test_a_key_gets_exactly_its_limit_across_three_hosts_and_never_more(hosts):
+    limit = [pair("api_key:hot", 30)]
+    for host in range(3):
+        for _ in range(2):
+            hosts.start(host, [[limit, random.random() * 0.5] for _ in range(20)], hosts=3)
+    results = hosts.results()
+    per_window = admitted_by_window(results)
+    assert list(per_window.values()) == [30], per_window
+    served = [len(worker) for worker in results]
+    assert sum(1 for w in served if w) >= 4, f"the limit was shared, not taken by one host: {served}"
+    assert int(hosts.redis.client().get("{api_key:hot}:requests")) == 30
+
+
+def test_a_hot_key_keeps_its_limit_with_a_small_fraction_of_the_redis_calls(hosts):
+    """3 hosts x 2 workers, 4,002 requests over 3 s against rpm 3,000. LiteLLM's own path
+    makes one script call per request; the documented bound (docs/host-tier.md) is
+    H*W*(2*ceil(log2(L/2H)) + 2) refills plus H*W dry polls per second refused."""
+    limit = [pair("api_key:hotter", 3000)]
+    before = hosts.redis.scripts_run()
+    for host in range(3):
+        for _ in range(2):
+            hosts.start(host, [[limit, 3.0 * i / 667] for i in range(667)], hosts=3, concurrency=8)
+    results = hosts.results()
+    calls = hosts.redis.scripts_run() - before
+    assert list(admitted_by_window(results).values()) == [3000]
+    bound = 3 * 2 * (2 * 9 + 2) + 3 * 2 * 60
+    assert calls <= bound, (calls, bound)
+    assert calls < 4002 / 10, f"{calls} Redis calls for 4,002 requests"
+
+
+def test_two_thousand_keys_at_rpm_1_refuse_every_second_request(hosts):
+    keys = [f"api_key:cold-{i}" for i in range(2000)]
+    plans = collections.defaultdict(list)
+    for i, key in enumerate(keys):
+        first, second = random.sample(range(6), 2)  # two different workers, often two hosts
+        plans[first].append([[pair(key, 1)], 0.0])
+        plans[second].append([[pair(key, 1)], 0.0])
+    for worker in range(6):
+        hosts.start(worker // 2, plans[worker], hosts=3, concurrency=16)
+    per_window = admitted_by_window(hosts.results())
+    assert len(per_window) == 2000 and set(per_window.values()) == {1}
+
+
+def test_a_mixed_fleet_shares_one_limit_with_stock_litellm(hosts):
+    """Two accelerated hosts and a stock LiteLLM pod (LiteLLM's own v3 script on the same keys,
+    run by redis-py as LiteLLM runs it) under one rpm 40 limit: 40 in all, never 41."""
+    from litellm.proxy.hooks.parallel_request_limiter_v3 import CHECK_AND_INCREMENT_BY_N_SCRIPT
+
+    limit = [pair("api_key:mixed", 40)]
+    for host in range(2):
+        for _ in range(2):
+            hosts.start(host, [[limit, random.random() * 0.5] for _ in range(20)], hosts=3)
+    stock = hosts.redis.client().register_script(CHECK_AND_INCREMENT_BY_N_SCRIPT)
+    stock_admitted = 0
+    for _ in range(20):
+        reply = stock(keys=["{api_key:mixed}:window", "{api_key:mixed}:requests"], args=[40, 1, 60, 60])
+        stock_admitted += reply[0] == 0
+        time.sleep(0.02)
+    accelerated = sum(admitted_by_window(hosts.results()).values())
+    assert stock_admitted > 0 and accelerated > 0, (stock_admitted, accelerated)
+    assert stock_admitted + accelerated == 40, (stock_admitted, accelerated)
+    assert int(hosts.redis.client().get("{api_key:mixed}:requests")) == 40
+
+
+def test_a_host_killed_after_a_large_grant_causes_no_over_admission_and_its_units_return_at_window_end(hosts):
+    limit = [pair("api_key:killed", 20, window_s=3)]
+    # The victim asks often enough for its leases to grow, then holds them and is killed.
+    victim = hosts.start(0, [[limit, 0.0] for _ in range(6)], hosts=2, concurrency=1, hold_s=60)
+    hosts.wait_ready(victim)
+    line = victim.stdout.readline()
+    victim_admitted = admitted_by_window([json.loads(line)["admitted"]])
+    os.kill(victim.pid, signal.SIGKILL)
+    victim.wait()
+    others = [hosts.start(1, [[limit, 0.05 * i] for i in range(30)], hosts=2) for _ in range(2)]
+    first = admitted_by_window(hosts.results(others))
+    window = next(iter(victim_admitted))[1]
+    assert victim_admitted[("{api_key:killed}:requests", window)] + first[("{api_key:killed}:requests", window)] <= 20
+    stranded = 20 - sum(victim_admitted.values()) - first[("{api_key:killed}:requests", window)]
+    assert stranded >= 0
+    time.sleep(3.5)  # the window ends in Redis: the dead host's units end with it
+    later = [hosts.start(1, [[limit, 0.0] for _ in range(25)], hosts=2)]
+    again = admitted_by_window(hosts.results(later))
+    assert list(again.values()) == [20], again
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_random_schedules_never_admit_more_than_the_limit_in_any_window(hosts, seed):
+    """Random hosts, keys, costs, limits and arrival times over several 2 s windows, each
+    request all-or-nothing over a key and a team limit, as LiteLLM's descriptors are."""
+    rng = random.Random(seed)
+    n_hosts = rng.randint(2, 3)
+    keys = [(f"api_key:r{seed}-{i}", rng.randint(3, 20)) for i in range(rng.randint(1, 3))]
+    team = (f"team:r{seed}", rng.randint(10, 40))
+    limits = {name: lim for name, lim in [*keys, team]}
+    for host in range(n_hosts):
+        for _ in range(2):
+            requests = []
+            for _ in range(rng.randint(20, 60)):
+                key, _ = rng.choice(keys)
+                cost = rng.randint(1, 4)
+                requests.append([[pair(key, limits[key], cost, 2), pair(team[0], team[1], cost, 2)],
+                                 rng.random() * 5])
+            hosts.start(host, requests, hosts=n_hosts, give_back=rng.random() < 0.5)
+    results = hosts.results()
+    per_window = admitted_by_window(results)
+    assert per_window, "something was admitted"
+    spent_inside_their_windows(results, 2)
+    for (counter_key, window), units in per_window.items():
+        name = counter_key[1:].split("}")[0]
+        assert units <= limits[name], (counter_key, window, units, limits[name])
+    # Every request took both of its limits in the same call: the team's count is the keys' sum.
+    by_window = collections.Counter()
+    for (counter_key, window), units in per_window.items():
+        if not counter_key.startswith("{team:"):
+            by_window[window] += units
+    team_units = {w: u for (k, w), u in per_window.items() if k.startswith("{team:")}
+    assert sum(team_units.values()) == sum(by_window.values())
+
+
+def test_units_a_host_stops_using_go_back_to_redis_and_reach_a_host_still_asking(hosts):
+    """Host 0 takes a burst (its leases grow), then stops asking; within idle_s its unspent
+    units are returned (window-guarded DECRBY), and host 1, which keeps asking, gets them:
+    the key ends at exactly its limit, not at the limit less what host 0 stranded."""
+    limit = [pair("api_key:idle", 40)]
+    early = hosts.start(0, [[limit, 0.0] for _ in range(12)], hosts=2, concurrency=1, hold_s=3)
+    hosts.wait_ready(early)
+    time.sleep(1.0)
+    late = hosts.start(1, [[limit, 0.1 * i] for i in range(60)], hosts=2, concurrency=1)
+    per_window = admitted_by_window(hosts.results([early, late]))
+    assert list(per_window.values()) == [40], per_window
+    assert int(hosts.redis.client().get("{api_key:idle}:requests")) == 40
