@@ -72,3 +72,26 @@ def test_a_slot_refused_by_a_full_table_says_so_not_that_its_slots_are_taken(reg
     assert refused.value.table_full and "table is full (0 of 8 in use)" in str(refused.value)
     assert "FAST_LITELLM_SHM_CAPACITY" in str(refused.value)
     r.close()
+
+
+@pytest.mark.parametrize("variable, raw", [
+    ("FAST_LITELLM_HOST_TIER", "sometimes"),
+    ("FAST_LITELLM_REDIS_HOSTS", "0"),
+    ("FAST_LITELLM_REDIS_HOSTS", "three"),
+    ("FAST_LITELLM_REDIS_HOSTS", "20000"),
+])
+def test_a_bad_host_tier_setting_is_a_config_error_at_import_naming_it(variable, raw):
+    from subproc import run_python
+
+    kind, message = run_python(f"""
+        try:
+            import fast_litellm
+            emit(["imported", ""])
+        except Exception as e:
+            emit([type(e).__name__, str(e)])
+    """, env={variable: raw, "FAST_LITELLM_SHM": "off"})
+    assert kind == "ConfigError" and message.startswith(f"{variable}={raw!r}"), (kind, message)
+    with pytest.raises(ConfigError, match=f"^{variable}={raw!r}"):
+        _config.host_tier_settings({variable: raw})
+    assert _config.host_tier_settings({}) == (True, 1)
+    assert _config.host_tier_settings({"FAST_LITELLM_HOST_TIER": "off", "FAST_LITELLM_REDIS_HOSTS": "3"}) == (False, 3)

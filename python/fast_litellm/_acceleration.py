@@ -29,7 +29,7 @@ import types
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple
 
-from . import _compat
+from . import _compat, _config
 from ._config import ConfigError
 
 log = logging.getLogger("fast_litellm")
@@ -332,6 +332,7 @@ def install_all(env: Mapping[str, str] = os.environ, region: Optional[Any] = Non
     `region` receives the host-wide totals of the components' counts."""
     global _host_region
     _host_region = region
+    _config.host_tier_settings(env)  # a bad value is a ConfigError at import, like every setting
     version = _compat.version_status()
     for name, env_var, module_name, default, per_process in COMPONENTS:
         c = component(name, env_var, default, env=env, per_process=per_process)

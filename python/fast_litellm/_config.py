@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from typing import Mapping, Optional
+from typing import Mapping, Optional, Tuple
 
 from . import _native
 
@@ -79,3 +79,15 @@ def region_settings(env: Mapping[str, str] = os.environ) -> RegionSettings:
         raise ConfigError(f"FAST_LITELLM_SHM_FULL_POLICY={policy!r} must be 'open' or 'closed'")
     return RegionSettings(path, enabled, capacity, max_workers, policy == "open")
 
+
+
+def host_tier_settings(env: Mapping[str, str] = os.environ) -> Tuple[bool, int]:
+    """(on, hosts) from FAST_LITELLM_HOST_TIER and FAST_LITELLM_REDIS_HOSTS (docs/host-tier.md)."""
+    raw = env.get("FAST_LITELLM_HOST_TIER", "on").strip().lower() or "on"
+    if raw not in ("on", "off", "1", "0", "true", "false"):
+        raise ConfigError(f"FAST_LITELLM_HOST_TIER={raw!r} must be 'on' or 'off'")
+    hosts_raw = env.get("FAST_LITELLM_REDIS_HOSTS", "").strip()
+    hosts = _positive_int(env, "FAST_LITELLM_REDIS_HOSTS") or 1
+    if hosts > 10_000:
+        raise ConfigError(f"FAST_LITELLM_REDIS_HOSTS={hosts_raw!r} must be between 1 and 10000")
+    return raw in ("on", "1", "true"), hosts

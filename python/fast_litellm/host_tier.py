@@ -160,16 +160,55 @@ class HostTier:
     def _dry_key(self, lim: Limit) -> str:
         return f"lease:{lim.counter_key}:dry"
 
-    async def admit(self, limits: Sequence[Limit]) -> Admission:
-        """All or nothing: every limit takes its cost, or none does."""
+    def _note(self, limits: Sequence[Limit]) -> None:
+        """Records the use (for idle returns and close()), starting the idle returns once."""
         if self._idle_task is None and self.idle_s > 0:
             self._idle_task = asyncio.get_running_loop().create_task(self._return_idle())
-        taken: List[Tuple[int, int]] = []  # (index, stamp) taken from a local lease
-        missing: List[int] = []
         now = _clock_s()
-        for i, lim in enumerate(limits):
+        for lim in limits:
             self._seen[lim.counter_key] = lim
             self._last_use[lim.counter_key] = now
+
+    def _dry(self, lim: Limit) -> bool:
+        """Whether Redis refused this limit less than poll_s ago (then it is not asked again)."""
+        return self.region.value_get(self._dry_key(lim)) is not None
+
+    def _count(self, lim: Limit) -> int:
+        """An estimate of the count in the window, for LiteLLM's statuses and headers: what
+        Redis last reported to this process, less what this host holds unspent."""
+        reported = self._sizing.get(lim.counter_key, (0, 0.0, 0))[2]
+        left: int = self.region.lease_left(lim.counter_key)[1]
+        return max(0, min(lim.limit, reported - left))
+
+    async def admit_each(self, limits: Sequence[Limit]) -> List[Tuple[bool, int, int]]:
+        """Each limit on its own, as LiteLLM's batch script counts each counter whatever the
+        others say: per limit (taken, window start, estimated count), one Redis call at most."""
+        self._note(limits)
+        out: List[Optional[Tuple[bool, int, int]]] = [None] * len(limits)
+        ask: List[int] = []
+        for i, lim in enumerate(limits):
+            ok, stamp, _ = self.region.lease_take(lim.counter_key, lim.cost)
+            if ok:
+                out[i] = (True, stamp, self._count(lim))
+            elif self._dry(lim):
+                out[i] = (False, 0, lim.limit)
+            else:
+                ask.append(i)
+        if ask:
+            granted = await self._refill([limits[i] for i in ask])
+            for i, (units, start) in zip(ask, granted):
+                lim = limits[i]
+                ok = units >= lim.cost
+                self._keep(lim, start, units - lim.cost if ok else units)
+                out[i] = (ok, start, self._count(lim) if ok else lim.limit)
+        return [o for o in out if o is not None]
+
+    async def admit(self, limits: Sequence[Limit]) -> Admission:
+        """All or nothing: every limit takes its cost, or none does."""
+        self._note(limits)
+        taken: List[Tuple[int, int]] = []  # (index, stamp) taken from a local lease
+        missing: List[int] = []
+        for i, lim in enumerate(limits):
             ok, stamp, _ = self.region.lease_take(lim.counter_key, lim.cost)
             if ok:
                 taken.append((i, stamp))
@@ -180,7 +219,7 @@ class HostTier:
             return Admission(True, None, tuple(windows[i] for i in range(len(limits))), 0)
         # A limit Redis refused less than poll_s ago is refused again without asking.
         for i in missing:
-            if self.region.value_get(self._dry_key(limits[i])) is not None:
+            if self._dry(limits[i]):
                 self._untake(limits, taken)
                 return Admission(False, i, (), 0)
         granted = await self._refill([limits[i] for i in missing])

@@ -101,7 +101,7 @@ import weakref
 from collections import OrderedDict
 from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple
 
-from . import shm
+from . import _config, shm
 from ._acceleration import Component, Decline
 from ._compat import Shape, problems
 
@@ -661,3 +661,32 @@ def install(c: Component) -> None:
             failed.append(shape.attribute)
     if failed:
         raise Decline(f"could not patch {', '.join(failed)}")
+    _install_host_tier(c, prl, region, dialect)
+
+
+def _install_host_tier(c: Component, prl: Any, region: shm.Region, dialect: str) -> None:
+    """With Redis configured, the v3 limiter's rpm windows go through the host tier
+    (limiter_host_tier); unless it is turned off or this LiteLLM's Redis step is not the one
+    it was written for, which is logged (LiteLLM's own Redis path then runs)."""
+    from . import limiter_host_tier as tier
+
+    on, hosts = _config.host_tier_settings()
+    if not on:
+        log.info("fast_litellm: %s: host tier off (FAST_LITELLM_HOST_TIER=off)", c.name)
+        return
+    if dialect != "keys":
+        log.info("fast_litellm: %s: no host tier for LiteLLM's RateLimitStore (1.110) yet: with Redis, "
+                 "LiteLLM's own Redis path runs", c.name)
+        return
+    patches = tier.patches(prl)
+    listed = problems([Shape(owner, name, {"keys": params}) for owner, name, params, _ in patches])
+    if listed:
+        log.warning("fast_litellm: %s: host tier off, this LiteLLM's Redis step differs: %s", c.name,
+                    "; ".join(listed))
+        return
+    owner = patches[0][0]
+    tier.configure(region, hosts, inspect.getattr_static(owner, "_collect_windowed_keys_and_gauges"))
+    for owner, name, _, replacement in patches:
+        original = inspect.getattr_static(owner, name)
+        if not c.patch(owner, name, _same_kind(original, replacement)):
+            log.warning("fast_litellm: %s: host tier off: could not patch %s", c.name, name)

@@ -1,0 +1,117 @@
+"""rate_limiter with Redis: the host tier (fast_litellm.host_tier) for the v3 limiter's rpm
+windows, when LiteLLM is configured with Redis (docs/host-tier.md).
+
+What LiteLLM does
+    `should_rate_limit` sends every (window, counter) pair of a request to Redis in
+    `_execute_redis_batch_rate_limiter_script` (BATCH_RATE_LIMITER_SCRIPT: INCR each counter,
+    opening windows), one script call per hash tag per request, then checks the counts
+    against the limits that `_collect_windowed_keys_and_gauges` gathered.
+
+What this does
+    The same step, for `:requests` counters, takes each pair's unit from this host's lease
+    in the region and asks Redis only when the lease is empty (one lease call for all the
+    pairs that lack units). Each pair counts on its own, as LiteLLM's INCR does. A pair that
+    gets its unit reports an estimate of the window's count (at most the limit); one that
+    does not reports limit + 1, so LiteLLM's own check refuses it and caches that, as it
+    caches a Redis count over the limit. Everything else stays LiteLLM's: the pre-read of its
+    in-memory cache, the statuses and headers, TPM reservations and their post-call
+    reconciliation, and the max_parallel_requests gauges (still one Redis call each).
+    A request with a `:tokens` pair in this step is declined to LiteLLM's script whole.
+
+Differences from LiteLLM accepted
+    - `limit_remaining` (x-ratelimit-remaining headers) is computed from an estimate of the
+      count (what Redis last reported to this process less this host's unspent units), not
+      the exact count after this request.
+    - Redis counts units granted to hosts, not requests seen: a refused request is not
+      counted (LiteLLM's INCR counts it), so a counter does not grow past the limit.
+
+FAST_LITELLM_HOST_TIER=off leaves LiteLLM's Redis path alone (the limiter then declines
+whenever Redis is configured, as before). FAST_LITELLM_REDIS_HOSTS (default 1) is how many
+hosts share the Redis: it sizes the leases, never their correctness.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import weakref
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
+
+from . import shm
+from ._acceleration import Decline
+from .host_tier import HostTier, Limit
+
+#: What `_collect_windowed_keys_and_gauges` gathered for the request this task is checking.
+_metadata: "contextvars.ContextVar[Optional[Mapping[str, Any]]]" = contextvars.ContextVar(
+    "fast_litellm_window_metadata", default=None)
+_tiers: "weakref.WeakKeyDictionary[Any, HostTier]" = weakref.WeakKeyDictionary()
+_region: Optional[shm.Region] = None
+_hosts = 1
+_collect_original: Any = None
+
+
+class _LiteLLMRedis:
+    """LiteLLM's own `RedisCache` as the client HostTier registers its scripts on."""
+
+    def __init__(self, cache: Any) -> None:
+        self.cache = cache
+
+    def register_script(self, script: str) -> Any:
+        return self.cache.async_register_script(script)
+
+
+def _tier(limiter: Any) -> HostTier:
+    tier = _tiers.get(limiter)
+    if tier is None:
+        redis_cache = limiter.internal_usage_cache.dual_cache.redis_cache
+        if _region is None or redis_cache is None:
+            raise Decline("no region or no Redis")
+        tier = _tiers[limiter] = HostTier(_region, _LiteLLMRedis(redis_cache), hosts=_hosts)
+    return tier
+
+
+def collect_windowed_keys_and_gauges(self: Any, descriptors: Sequence[Any], skip_tpm_check: bool) -> Any:
+    """LiteLLM's own, with the limits kept for the Redis step of the same request."""
+    result = _collect_original(self, descriptors=descriptors, skip_tpm_check=skip_tpm_check)
+    _metadata.set(result[1])
+    return result
+
+
+async def execute_redis_batch_rate_limiter_script(self: Any, keys_to_fetch: List[str], now_int: int) -> List[Any]:
+    from .limiter import _pairs
+
+    metadata = _metadata.get()
+    if metadata is None:
+        raise Decline("no limits gathered for this request")
+    pairs = _pairs(keys_to_fetch)
+    limits: List[Limit] = []
+    for window_key, counter_key in pairs:
+        meta: Optional[Dict[str, Any]] = metadata.get(window_key)
+        if not counter_key.endswith(":requests") or meta is None or meta.get("requests_limit") is None:
+            raise Decline("a tokens counter: LiteLLM's script counts it")
+        size = int(self.window_size)
+        limits.append(Limit(window_key, counter_key, int(meta["requests_limit"]), 1, size, size))
+    try:
+        answers = await _tier(self).admit_each(limits)
+    except shm.RegionFullError:
+        raise Decline("region table full") from None
+    values: List[Any] = []
+    for lim, (taken, start, count) in zip(limits, answers):
+        values += [str(start or now_int), count if taken else lim.limit + 1]
+    return values
+
+
+def patches(prl: Any) -> List[Tuple[Any, str, Tuple[str, ...], Any]]:
+    """(owner, name, parameters, replacement) of the host tier's patches, for the limiter's
+    shape check."""
+    L = prl._PROXY_MaxParallelRequestsHandler_v3
+    return [
+        (L, "_collect_windowed_keys_and_gauges", ("self", "descriptors", "skip_tpm_check"),
+         collect_windowed_keys_and_gauges),
+        (L, "_execute_redis_batch_rate_limiter_script", ("self", "keys_to_fetch", "now_int"),
+         execute_redis_batch_rate_limiter_script),
+    ]
+
+
+def configure(region: shm.Region, hosts: int, collect_original: Any) -> None:
+    global _region, _hosts, _collect_original
+    _region, _hosts, _collect_original = region, hosts, collect_original
