@@ -48,13 +48,16 @@ class Hosts:
         line = p.stdout.readline()
         assert line.strip() == "ready", p.stderr.read()
 
-    def results(self, procs=None):
+    def reports(self, procs=None):
         out = []
         for p in procs or self.procs:
             stdout, stderr = p.communicate(timeout=240)
             assert p.returncode == 0, stderr
-            out.append(json.loads(stdout.strip().splitlines()[-1])["admitted"])
+            out.append(json.loads(stdout.strip().splitlines()[-1]))
         return out
+
+    def results(self, procs=None):
+        return [r["admitted"] for r in self.reports(procs)]
 
     def cleanup(self):
         for p in self.procs:
@@ -222,3 +225,51 @@ def test_units_a_host_stops_using_go_back_to_redis_and_reach_a_host_still_asking
     per_window = admitted_by_window(hosts.results([early, late]))
     assert list(per_window.values()) == [40], per_window
     assert int(hosts.redis.client().get("{api_key:idle}:requests")) == 40
+
+
+@pytest.mark.parametrize("outage", ["hang", "refused"])
+@pytest.mark.parametrize("policy", ["local-share", "closed", "open"])
+def test_redis_down_keeps_each_policys_bound_stalls_no_request_and_loses_no_usage(hosts, redis_server, policy,
+                                                                               outage):
+    """Redis SIGSTOPped (calls hang) or SIGKILLed (connections refused) while 2 hosts ask for
+    20 requests each of an rpm-20 key they hold no lease of. local-share admits at most
+    20 / 2 per host, closed none, open all; no request waits much past the 250 ms timeout.
+    Once Redis is back, the next lease call charges what was admitted meanwhile."""
+    limit = [pair("api_key:down", 20)]
+    if outage == "hang":
+        os.kill(redis_server.process.pid, signal.SIGSTOP)
+    else:
+        redis_server.process.kill()
+        redis_server.process.wait()
+    try:
+        during = [hosts.start(h, [[limit, 0.01 * i] for i in range(20)], hosts=2, policy=policy) for h in range(2)]
+        reports = hosts.reports(during)
+    finally:
+        if outage == "hang":
+            os.kill(redis_server.process.pid, signal.SIGCONT)
+        else:
+            redis_server.process = subprocess.Popen(
+                ["redis-server", "--port", str(redis_server.port), "--bind", "127.0.0.1", "--save", "",
+                 "--appendonly", "no"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    admitted = [len(r["admitted"]) for r in reports]
+    expected = {"local-share": [10, 10], "closed": [0, 0], "open": [20, 20]}[policy]
+    assert admitted == expected, (policy, admitted)
+    assert max(r["max_wait_s"] for r in reports) < 1.5, reports
+    deadline = time.time() + 30
+    while True:
+        try:
+            if redis_server.client().ping():
+                break
+        except Exception:
+            assert time.time() < deadline
+            time.sleep(0.1)
+    time.sleep(2.1)  # the breaker half-opens after retry_s (whole seconds)
+    after = [hosts.start(h, [[limit, 0.0]], hosts=2, policy=policy) for h in range(2)]
+    later = sum(len(r["admitted"]) for r in hosts.reports(after))
+    counted = int(hosts.redis.client().get("{api_key:down}:requests") or 0)
+    outage_units = sum(admitted)
+    # Every unit admitted during the outage is in Redis's count now, with the later ones (a
+    # host charges its own usage at its next call, before it is granted anything).
+    assert counted == outage_units + later, (counted, outage_units, later)
+    if policy != "local-share":  # (local-share: the first host to charge may get a unit first)
+        assert later == {"closed": 2, "open": 0}[policy], (later, counted)

@@ -79,6 +79,8 @@ def test_a_slot_refused_by_a_full_table_says_so_not_that_its_slots_are_taken(reg
     ("FAST_LITELLM_REDIS_HOSTS", "0"),
     ("FAST_LITELLM_REDIS_HOSTS", "three"),
     ("FAST_LITELLM_REDIS_HOSTS", "20000"),
+    ("FAST_LITELLM_REDIS_DOWN_POLICY", "maybe"),
+    ("FAST_LITELLM_REDIS_TIMEOUT_MS", "0"),
 ])
 def test_a_bad_host_tier_setting_is_a_config_error_at_import_naming_it(variable, raw):
     from subproc import run_python
@@ -93,5 +95,8 @@ def test_a_bad_host_tier_setting_is_a_config_error_at_import_naming_it(variable,
     assert kind == "ConfigError" and message.startswith(f"{variable}={raw!r}"), (kind, message)
     with pytest.raises(ConfigError, match=f"^{variable}={raw!r}"):
         _config.host_tier_settings({variable: raw})
-    assert _config.host_tier_settings({}) == (True, 1)
-    assert _config.host_tier_settings({"FAST_LITELLM_HOST_TIER": "off", "FAST_LITELLM_REDIS_HOSTS": "3"}) == (False, 3)
+    assert _config.host_tier_settings({}) == _config.HostTierSettings(True, 1, "local-share", 0.25)
+    assert _config.host_tier_settings({"FAST_LITELLM_HOST_TIER": "off", "FAST_LITELLM_REDIS_HOSTS": "3",
+                                       "FAST_LITELLM_REDIS_DOWN_POLICY": "closed",
+                                       "FAST_LITELLM_REDIS_TIMEOUT_MS": "50"}) == _config.HostTierSettings(
+        False, 3, "closed", 0.05)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from typing import Mapping, Optional, Tuple
+from typing import Mapping, Optional
 
 from . import _native
 
@@ -81,8 +81,17 @@ def region_settings(env: Mapping[str, str] = os.environ) -> RegionSettings:
 
 
 
-def host_tier_settings(env: Mapping[str, str] = os.environ) -> Tuple[bool, int]:
-    """(on, hosts) from FAST_LITELLM_HOST_TIER and FAST_LITELLM_REDIS_HOSTS (docs/host-tier.md)."""
+@dataclass(frozen=True)
+class HostTierSettings:
+    on: bool
+    hosts: int
+    down_policy: str
+    timeout_s: float
+
+
+def host_tier_settings(env: Mapping[str, str] = os.environ) -> HostTierSettings:
+    """FAST_LITELLM_HOST_TIER, _REDIS_HOSTS, _REDIS_DOWN_POLICY, _REDIS_TIMEOUT_MS
+    (docs/host-tier.md)."""
     raw = env.get("FAST_LITELLM_HOST_TIER", "on").strip().lower() or "on"
     if raw not in ("on", "off", "1", "0", "true", "false"):
         raise ConfigError(f"FAST_LITELLM_HOST_TIER={raw!r} must be 'on' or 'off'")
@@ -90,4 +99,11 @@ def host_tier_settings(env: Mapping[str, str] = os.environ) -> Tuple[bool, int]:
     hosts = _positive_int(env, "FAST_LITELLM_REDIS_HOSTS") or 1
     if hosts > 10_000:
         raise ConfigError(f"FAST_LITELLM_REDIS_HOSTS={hosts_raw!r} must be between 1 and 10000")
-    return raw in ("on", "1", "true"), hosts
+    policy = env.get("FAST_LITELLM_REDIS_DOWN_POLICY", "local-share").strip().lower() or "local-share"
+    if policy not in ("local-share", "closed", "open"):
+        raise ConfigError(f"FAST_LITELLM_REDIS_DOWN_POLICY={policy!r} must be 'local-share', 'closed' or 'open'")
+    timeout_raw = env.get("FAST_LITELLM_REDIS_TIMEOUT_MS", "").strip()
+    timeout_ms = _positive_int(env, "FAST_LITELLM_REDIS_TIMEOUT_MS") or 250
+    if timeout_ms > 60_000:
+        raise ConfigError(f"FAST_LITELLM_REDIS_TIMEOUT_MS={timeout_raw!r} must be between 1 and 60000")
+    return HostTierSettings(raw in ("on", "1", "true"), hosts, policy, timeout_ms / 1000)

@@ -29,39 +29,40 @@ from . import _native
 
 log = logging.getLogger("fast_litellm")
 
-# Per (window key, counter key) pair: grant min(want, limit - counter) of the live window,
-# opening a new one as LiteLLM v3 does (Redis TIME, siblings deleted, TTLs set). Never
-# writes for a grant of 0.
-# KEYS: pairs. ARGV: per pair limit, want, ttl_s, window_s.
+# Per (window key, counter key) pair: first charge `debt` (units admitted here while Redis
+# could not be reached) to the live window without a check, then grant min(want, limit -
+# counter) of it, opening a new window as LiteLLM v3 does (Redis TIME, siblings deleted, TTLs
+# set). Nothing is written for a grant and a debt of 0.
+# KEYS: pairs. ARGV: per pair limit, want, ttl_s, window_s, debt.
 # Returns per pair: grant, window start, Redis now, counter after the grant.
 LEASE_SCRIPT = """
 local now = tonumber(redis.call('TIME')[1])
 local out = {}
 for i = 1, #KEYS / 2 do
     local window_key, counter_key = KEYS[2 * i - 1], KEYS[2 * i]
-    local b = (i - 1) * 4
+    local b = (i - 1) * 5
     local limit, want = tonumber(ARGV[b + 1]), tonumber(ARGV[b + 2])
-    local ttl, size = tonumber(ARGV[b + 3]), tonumber(ARGV[b + 4])
+    local ttl, size, debt = tonumber(ARGV[b + 3]), tonumber(ARGV[b + 4]), tonumber(ARGV[b + 5])
     local start = redis.call('GET', window_key)
     local expired = (not start) or (now - tonumber(start)) >= size
-    local counter = 0
+    local counter = debt
     if not expired then
-        counter = tonumber(redis.call('GET', counter_key) or 0)
+        counter = counter + tonumber(redis.call('GET', counter_key) or 0)
     end
     local grant = math.min(want, limit - counter)
     if grant < 0 then grant = 0 end
     if expired then
         start = now
-        if grant > 0 then
+        if grant + debt > 0 then
             local prefix = string.sub(window_key, 1, -(#':window') - 1)
             redis.call('DEL', prefix .. ':requests', prefix .. ':tokens')
             redis.call('SET', window_key, tostring(now))
             redis.call('EXPIRE', window_key, size)
-            redis.call('SET', counter_key, grant)
+            redis.call('SET', counter_key, grant + debt)
             if ttl > 0 then redis.call('EXPIRE', counter_key, ttl) end
         end
-    elseif grant > 0 then
-        redis.call('INCRBY', counter_key, grant)
+    elseif grant + debt > 0 then
+        redis.call('INCRBY', counter_key, grant + debt)
         if ttl > 0 and redis.call('TTL', counter_key) == -1 then
             redis.call('EXPIRE', counter_key, ttl)
         end
@@ -92,6 +93,16 @@ for i = 1, #KEYS / 2 do
 end
 return out
 """
+
+
+#: What a host does for a limit whose lease is spent while Redis cannot be reached:
+#: admit up to limit / hosts per window from the region alone, refuse, or admit.
+DOWN_POLICIES = ("local-share", "closed", "open")
+#: Region entries of the host-wide breaker (consecutive failures; open, with a TTL of
+#: retry_s) and the count of outage transitions the host's processes saw.
+BREAKER_FAILURES = "tier:redis-failures"
+BREAKER_OPEN = "tier:redis-open"
+TRANSITIONS = "tier:transitions"
 
 
 @dataclass(frozen=True)
@@ -129,9 +140,18 @@ class HostTier:
     """
 
     def __init__(self, region: Any, redis: Any, hosts: int, *, refill_s: float = 1.0, poll_s: float = 1.0,
-                 idle_s: float = 1.0, max_lease: int = 1 << 20) -> None:
+                 idle_s: float = 1.0, max_lease: int = 1 << 20, down_policy: str = "local-share",
+                 timeout_s: float = 0.25, failures_to_open: int = 3, retry_s: float = 1.0) -> None:
         if hosts < 1:
             raise ValueError(f"hosts must be 1 or more, got {hosts}")
+        if down_policy not in DOWN_POLICIES:
+            raise ValueError(f"down_policy must be one of {', '.join(DOWN_POLICIES)}, got {down_policy!r}")
+        self.down_policy = down_policy
+        self.timeout_s = timeout_s
+        self.failures_to_open = failures_to_open
+        self.retry_s = retry_s
+        #: Whether this process's last Redis call failed (for its transition log lines).
+        self._outage = False
         self.region = region
         self.redis = redis
         self.hosts = hosts
@@ -244,16 +264,71 @@ class HostTier:
         for i, stamp in taken:
             self.region.lease_untake(limits[i].counter_key, stamp, limits[i].cost)
 
+    # ---- Redis slow or down: the breaker, the policy, the debt -------------------------------
+
+    def _redis_down(self) -> bool:
+        """The host-wide breaker is open: no call until it half-opens after retry_s."""
+        return self.region.value_get(BREAKER_OPEN) is not None
+
+    def _failed(self, error: BaseException) -> None:
+        """One more failed call; the breaker opens for the host after failures_to_open."""
+        failures = self.region.counter_add(BREAKER_FAILURES, 1, 60.0)
+        if failures >= self.failures_to_open:
+            self.region.value_set(BREAKER_OPEN, 0, 1, self.retry_s)
+        if not self._outage:  # each process logs and counts its own transitions
+            self._outage = True
+            self.region.counter_add(TRANSITIONS, 1, 0.0)
+            log.warning("fast_litellm: host tier: Redis unreachable (%s: %s): %s until it answers",
+                        type(error).__name__, error, self.down_policy)
+
+    def _answered(self) -> None:
+        self.region.counter_add(BREAKER_FAILURES, -(1 << 40), 60.0)
+        if self._outage:
+            self._outage = False
+            self.region.counter_add(TRANSITIONS, 1, 0.0)
+            log.warning("fast_litellm: host tier: Redis answers again; what was admitted meanwhile is charged to it")
+
+    def _without_redis(self, lim: Limit) -> Tuple[int, int]:
+        """The down policy's answer for one limit: (units for this request, window 0)."""
+        if self.down_policy == "closed":
+            return 0, 0
+        if self.down_policy == "local-share":
+            share = lim.limit // self.hosts
+            if not self.region.hit(f"tier-share:{lim.counter_key}", share, float(lim.window_s), lim.cost).allowed:
+                return 0, 0
+        self.region.counter_add(self._debt_key(lim), lim.cost, 0.0)  # charged to Redis when it is back
+        return lim.cost, 0
+
+    @staticmethod
+    def _debt_key(lim: Limit) -> str:
+        return f"tier-debt:{lim.counter_key}"
+
     async def _refill(self, limits: Sequence[Limit]) -> List[Tuple[int, int]]:
-        """One Lua call for all `limits`: [(units granted, window start)], leases' deadlines set."""
+        """One Lua call for all `limits`: [(units granted, window start)], leases' deadlines set.
+        With Redis down or slow (the breaker, or a call that fails or outlasts timeout_s), the
+        down policy answers for each instead, with window 0."""
+        if self._redis_down():
+            return [self._without_redis(lim) for lim in limits]
         sent = _clock_s()
         wants = [self._want(lim, lim.cost, sent) for lim in limits]
+        debts = [self.region.counter_get(self._debt_key(lim)) or 0 for lim in limits]
         keys: List[str] = []
         args: List[int] = []
-        for lim, want in zip(limits, wants):
+        for lim, want, debt in zip(limits, wants, debts):
             keys += [lim.window_key, lim.counter_key]
-            args += [lim.limit, want, lim.ttl_s, lim.window_s]
-        reply = [int(v) for v in await self._lease(keys=keys, args=args)]
+            args += [lim.limit, want, lim.ttl_s, lim.window_s, debt]
+        try:
+            reply = [int(v) for v in await asyncio.wait_for(self._lease(keys=keys, args=args), self.timeout_s)]
+        except Exception as error:  # noqa: BLE001 - Redis slow or down: the policy answers
+            # A call that timed out may still have run: its grants are then stranded (counted,
+            # never spent) and its debts charged while they are also kept here (charged twice):
+            # both err towards admitting less, never more.
+            self._failed(error)
+            return [self._without_redis(lim) for lim in limits]
+        for lim, debt in zip(limits, debts):
+            if debt:
+                self.region.counter_add(self._debt_key(lim), -debt, 0.0)
+        self._answered()
         out = []
         for n, (lim, want) in enumerate(zip(limits, wants)):
             grant, start, now, counter = reply[4 * n: 4 * n + 4]
@@ -271,7 +346,8 @@ class HostTier:
         """Puts `units` granted in window `start` into the host's lease, if time is left to
         spend them; otherwise they stay counted in Redis and unspent (stranded)."""
         end = self._deadlines.get(lim.counter_key, 0)
-        if units > 0 and end > _clock_s():
+        # Window 0: units the down policy admitted, not granted by Redis: never kept.
+        if units > 0 and start and end > _clock_s():
             self.region.lease_grant(lim.counter_key, start, units, end)
 
     async def _return_idle(self) -> None:

@@ -670,8 +670,8 @@ def _install_host_tier(c: Component, prl: Any, region: shm.Region, dialect: str)
     it was written for, which is logged (LiteLLM's own Redis path then runs)."""
     from . import limiter_host_tier as tier
 
-    on, hosts = _config.host_tier_settings()
-    if not on:
+    settings = _config.host_tier_settings()
+    if not settings.on:
         log.info("fast_litellm: %s: host tier off (FAST_LITELLM_HOST_TIER=off)", c.name)
         return
     if dialect != "keys":
@@ -685,7 +685,7 @@ def _install_host_tier(c: Component, prl: Any, region: shm.Region, dialect: str)
                     "; ".join(listed))
         return
     owner = patches[0][0]
-    tier.configure(region, hosts, inspect.getattr_static(owner, "_collect_windowed_keys_and_gauges"))
+    tier.configure(region, settings, inspect.getattr_static(owner, "_collect_windowed_keys_and_gauges"))
     for owner, name, _, replacement in patches:
         original = inspect.getattr_static(owner, name)
         if not c.patch(owner, name, _same_kind(original, replacement)):

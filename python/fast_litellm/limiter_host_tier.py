@@ -27,7 +27,9 @@ Differences from LiteLLM accepted
 
 FAST_LITELLM_HOST_TIER=off leaves LiteLLM's Redis path alone (the limiter then declines
 whenever Redis is configured, as before). FAST_LITELLM_REDIS_HOSTS (default 1) is how many
-hosts share the Redis: it sizes the leases, never their correctness.
+hosts share the Redis: it sizes the leases, never their correctness, and sets the local share
+of FAST_LITELLM_REDIS_DOWN_POLICY=local-share. FAST_LITELLM_REDIS_TIMEOUT_MS (250) bounds a
+lease call.
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from . import shm
 from ._acceleration import Decline
+from ._config import HostTierSettings
 from .host_tier import HostTier, Limit
 
 #: What `_collect_windowed_keys_and_gauges` gathered for the request this task is checking.
@@ -45,7 +48,7 @@ _metadata: "contextvars.ContextVar[Optional[Mapping[str, Any]]]" = contextvars.C
     "fast_litellm_window_metadata", default=None)
 _tiers: "weakref.WeakKeyDictionary[Any, HostTier]" = weakref.WeakKeyDictionary()
 _region: Optional[shm.Region] = None
-_hosts = 1
+_settings: Optional[HostTierSettings] = None
 _collect_original: Any = None
 
 
@@ -63,9 +66,10 @@ def _tier(limiter: Any) -> HostTier:
     tier = _tiers.get(limiter)
     if tier is None:
         redis_cache = limiter.internal_usage_cache.dual_cache.redis_cache
-        if _region is None or redis_cache is None:
+        if _region is None or _settings is None or redis_cache is None:
             raise Decline("no region or no Redis")
-        tier = _tiers[limiter] = HostTier(_region, _LiteLLMRedis(redis_cache), hosts=_hosts)
+        tier = _tiers[limiter] = HostTier(_region, _LiteLLMRedis(redis_cache), hosts=_settings.hosts,
+                                          down_policy=_settings.down_policy, timeout_s=_settings.timeout_s)
     return tier
 
 
@@ -112,6 +116,6 @@ def patches(prl: Any) -> List[Tuple[Any, str, Tuple[str, ...], Any]]:
     ]
 
 
-def configure(region: shm.Region, hosts: int, collect_original: Any) -> None:
-    global _region, _hosts, _collect_original
-    _region, _hosts, _collect_original = region, hosts, collect_original
+def configure(region: shm.Region, settings: HostTierSettings, collect_original: Any) -> None:
+    global _region, _settings, _collect_original
+    _region, _settings, _collect_original = region, settings, collect_original
