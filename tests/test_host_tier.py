@@ -76,6 +76,19 @@ def hosts(redis_server, tmp_path):
     h.cleanup()
 
 
+def host_tier_metrics(region):
+    """The host tier's counters in the Prometheus output of a process on that host's region."""
+    from subproc import run_python
+
+    text = run_python("""
+        from fast_litellm import metrics
+        emit(metrics.render().decode())
+    """, env={"FAST_LITELLM_SHM": region, "FAST_LITELLM_DISABLE": "0"})
+    prefix = "fast_litellm_host_tier_"
+    return {line.split()[0][len(prefix):].removesuffix("_total"): float(line.split()[1])
+            for line in text.splitlines() if line.startswith(prefix) and line.split()[0].endswith("_total")}
+
+
 def admitted_by_window(results):
     """(counter key, Redis window start) -> units admitted, over every worker."""
     seen = collections.Counter()
@@ -119,6 +132,8 @@ def test_a_hot_key_keeps_its_limit_with_a_small_fraction_of_the_redis_calls(host
     results = hosts.results()
     calls = hosts.redis.scripts_run() - before
     assert list(admitted_by_window(results).values()) == [3000]
+    seen = host_tier_metrics(hosts.region(0))
+    assert 0 < seen["redis_calls"] <= calls and seen["granted_units"] >= 1, seen
     bound = 3 * 2 * (2 * 9 + 2) + 3 * 2 * 60
     assert calls <= bound, (calls, bound)
     assert calls < 4002 / 10, f"{calls} Redis calls for 4,002 requests"
@@ -268,6 +283,9 @@ def test_redis_down_keeps_each_policys_bound_stalls_no_request_and_loses_no_usag
     later = sum(len(r["admitted"]) for r in hosts.reports(after))
     counted = int(hosts.redis.client().get("{api_key:down}:requests") or 0)
     outage_units = sum(admitted)
+    seen = host_tier_metrics(hosts.region(0))
+    assert seen["policy_admitted_units"] == admitted[0] and seen["redis_failures"] >= 1, seen
+    assert seen["transitions"] >= 2 and seen["redis_calls"] >= seen["redis_failures"] + 1, seen
     # Every unit admitted during the outage is in Redis's count now, with the later ones (a
     # host charges its own usage at its next call, before it is granted anything).
     assert counted == outage_units + later, (counted, outage_units, later)

@@ -98,11 +98,26 @@ return out
 #: What a host does for a limit whose lease is spent while Redis cannot be reached:
 #: admit up to limit / hosts per window from the region alone, refuse, or admit.
 DOWN_POLICIES = ("local-share", "closed", "open")
-#: Region entries of the host-wide breaker (consecutive failures; open, with a TTL of
-#: retry_s) and the count of outage transitions the host's processes saw.
+#: Region entries of the host-wide breaker: consecutive failures, and open (with a TTL of retry_s).
 BREAKER_FAILURES = "tier:redis-failures"
 BREAKER_OPEN = "tier:redis-open"
-TRANSITIONS = "tier:transitions"
+
+
+#: The host tier's host-wide counts (region counters `tier:stat:<name>`), for the metrics.
+STATS = {
+    "redis_calls": "Lease and return calls the host tier made to Redis.",
+    "redis_failures": "Of those, calls that failed or timed out.",
+    "redis_wait_us": "Microseconds requests waited on the host tier's Redis calls.",
+    "granted_units": "Units Redis granted to this host's leases (requests' own units included).",
+    "returned_units": "Unspent units given back to Redis (idle and at shutdown).",
+    "stranded_units": "Granted units left unkept because their window was ending (counted in Redis, never spent).",
+    "policy_admitted_units": "Units the down policy admitted while Redis could not be reached.",
+    "transitions": "Redis lost / Redis back transitions of this host (two processes recovering at once may count one twice).",
+}
+
+
+def stat_key(name: str) -> str:
+    return f"tier:stat:{name}"
 
 
 @dataclass(frozen=True)
@@ -150,8 +165,6 @@ class HostTier:
         self.timeout_s = timeout_s
         self.failures_to_open = failures_to_open
         self.retry_s = retry_s
-        #: Whether this process's last Redis call failed (for its transition log lines).
-        self._outage = False
         self.region = region
         self.redis = redis
         self.hosts = hosts
@@ -264,6 +277,10 @@ class HostTier:
         for i, stamp in taken:
             self.region.lease_untake(limits[i].counter_key, stamp, limits[i].cost)
 
+    def _stat(self, name: str, n: int) -> None:
+        if n:
+            self.region.counter_add(stat_key(name), n, 0.0)
+
     # ---- Redis slow or down: the breaker, the policy, the debt -------------------------------
 
     def _redis_down(self) -> bool:
@@ -271,21 +288,22 @@ class HostTier:
         return self.region.value_get(BREAKER_OPEN) is not None
 
     def _failed(self, error: BaseException) -> None:
-        """One more failed call; the breaker opens for the host after failures_to_open."""
-        failures = self.region.counter_add(BREAKER_FAILURES, 1, 60.0)
+        """One more failed call; the breaker opens for the host after failures_to_open in a
+        row. The first failure after a success is the host's "Redis lost" transition."""
+        self._stat("redis_failures", 1)
+        failures = self.region.counter_add(BREAKER_FAILURES, 1, 0.0)
         if failures >= self.failures_to_open:
             self.region.value_set(BREAKER_OPEN, 0, 1, self.retry_s)
-        if not self._outage:  # each process logs and counts its own transitions
-            self._outage = True
-            self.region.counter_add(TRANSITIONS, 1, 0.0)
+        if failures == 1:
+            self._stat("transitions", 1)
             log.warning("fast_litellm: host tier: Redis unreachable (%s: %s): %s until it answers",
                         type(error).__name__, error, self.down_policy)
 
     def _answered(self) -> None:
-        self.region.counter_add(BREAKER_FAILURES, -(1 << 40), 60.0)
-        if self._outage:
-            self._outage = False
-            self.region.counter_add(TRANSITIONS, 1, 0.0)
+        """A call succeeded: after failures, the host's "Redis back" transition."""
+        failures = self.region.counter_get(BREAKER_FAILURES) or 0
+        if failures and self.region.counter_add(BREAKER_FAILURES, -failures, 0.0) == 0:
+            self._stat("transitions", 1)
             log.warning("fast_litellm: host tier: Redis answers again; what was admitted meanwhile is charged to it")
 
     def _without_redis(self, lim: Limit) -> Tuple[int, int]:
@@ -297,6 +315,7 @@ class HostTier:
             if not self.region.hit(f"tier-share:{lim.counter_key}", share, float(lim.window_s), lim.cost).allowed:
                 return 0, 0
         self.region.counter_add(self._debt_key(lim), lim.cost, 0.0)  # charged to Redis when it is back
+        self._stat("policy_admitted_units", lim.cost)
         return lim.cost, 0
 
     @staticmethod
@@ -317,9 +336,11 @@ class HostTier:
         for lim, want, debt in zip(limits, wants, debts):
             keys += [lim.window_key, lim.counter_key]
             args += [lim.limit, want, lim.ttl_s, lim.window_s, debt]
+        self._stat("redis_calls", 1)
         try:
             reply = [int(v) for v in await asyncio.wait_for(self._lease(keys=keys, args=args), self.timeout_s)]
         except Exception as error:  # noqa: BLE001 - Redis slow or down: the policy answers
+            self._stat("redis_wait_us", int((_clock_s() - sent) * 1e6))
             # A call that timed out may still have run: its grants are then stranded (counted,
             # never spent) and its debts charged while they are also kept here (charged twice):
             # both err towards admitting less, never more.
@@ -328,7 +349,9 @@ class HostTier:
         for lim, debt in zip(limits, debts):
             if debt:
                 self.region.counter_add(self._debt_key(lim), -debt, 0.0)
+        self._stat("redis_wait_us", int((_clock_s() - sent) * 1e6))
         self._answered()
+        self._stat("granted_units", sum(reply[4 * n] for n in range(len(limits))))
         out = []
         for n, (lim, want) in enumerate(zip(limits, wants)):
             grant, start, now, counter = reply[4 * n: 4 * n + 4]
@@ -349,6 +372,8 @@ class HostTier:
         # Window 0: units the down policy admitted, not granted by Redis: never kept.
         if units > 0 and start and end > _clock_s():
             self.region.lease_grant(lim.counter_key, start, units, end)
+        elif units > 0 and start:
+            self._stat("stranded_units", units)
 
     async def _return_idle(self) -> None:
         """Gives back the leases of keys this process has not asked for in idle_s, so that
@@ -392,4 +417,7 @@ class HostTier:
         for lim, stamp, left in pairs:
             redis_keys += [lim.window_key, lim.counter_key]
             args += [stamp, left]
-        return sum(int(v) for v in await self._return(keys=redis_keys, args=args))
+        self._stat("redis_calls", 1)
+        returned = sum(int(v) for v in await self._return(keys=redis_keys, args=args))
+        self._stat("returned_units", returned)
+        return returned

@@ -82,6 +82,11 @@ class FastLiteLLMCollector(Collector):
         yield breaker
         if region is None:
             return
+        from .host_tier import STATS, stat_key
+
+        for name, help_text in STATS.items():
+            value = region.counter_get(stat_key(name)) or 0
+            yield CounterMetricFamily(f"fast_litellm_host_tier_{name}", f"{help_text} (host-wide)", value=float(value))
         stats: Dict[str, Any] = region.stats()
         for key, metric, help_text, is_counter in _REGION_STATS:
             full_name = f"fast_litellm_{metric}"
