@@ -359,6 +359,41 @@ def test_processes_share_every_limit(region_path):
     assert out["status"]["state"] == "on" and out["status"]["errors"] == 0
 
 
+HOST_TIER = PRELUDE + """
+from litellm.caching.redis_cache import RedisCache
+
+# Two "hosts" (their own regions), two forked processes each, one real Redis: LiteLLM's v3
+# limiter with Redis, its rpm window through the host tier.
+def host(i):
+    region_path = os.environ["FAST_LITELLM_SHM"] + f"-host{i // 2}"
+    from fast_litellm import limiter_host_tier
+    limiter_host_tier._region = shm.Region(region_path)
+    redis = RedisCache(host="127.0.0.1", port=int(os.environ["FL_REDIS_PORT"]))
+    return admitted(new_limiter(redis_cache=redis), [desc("api_key", "tier", rpm=12)] * 10)
+
+race = run_forked(4, host)
+emit({"race": race, "status": fast_litellm.status()["rate_limiter"]})
+"""
+
+
+@pytest.mark.timeout(120)
+def test_with_redis_the_rpm_window_goes_through_the_host_tier(region_path, redis_server):
+    import importlib.util
+
+    if importlib.util.find_spec("litellm.redis.stores.rate_limits") is not None:
+        pytest.skip("no host tier for LiteLLM 1.110's RateLimitStore yet (docs/host-tier.md)")
+    before = redis_server.calls()
+    out = run_python(HOST_TIER, child_env(region_path, FL_REDIS_PORT=str(redis_server.port)))
+    after = redis_server.calls()
+    assert sum(out["race"]) == 12 and len([n for n in out["race"] if n]) >= 2, out["race"]
+    scripts = after.get("evalsha", 0) + after.get("eval", 0) - before.get("evalsha", 0) - before.get("eval", 0)
+    assert 0 < scripts < 40, f"{scripts} script calls for 40 checks: the lease, not one per check"
+    assert int(redis_server.client().get("{api_key:tier}:requests")) == 12
+    for suffix in ("-host0", "-host1"):
+        if os.path.exists(region_path + suffix):
+            os.unlink(region_path + suffix)
+
+
 GAUGES = PRELUDE + """
 team = desc("team", "t1", parallel=2)
 ready_r, ready_w = os.pipe()
