@@ -10,5 +10,6 @@ cargo bench --bench table
 export LITELLM_LOCAL_MODEL_COST_MAP=True FAST_LITELLM_SHM=off
 .venv/bin/python benches/bench_shm.py "$@"
 .venv/bin/python benches/bench_limiter.py "$@"
+.venv/bin/python benches/bench_host_tier.py "$@"
 .venv/bin/python benches/bench_tokens.py "$@"
 .venv/bin/python benches/bench_proxy.py "$@"
