@@ -27,6 +27,18 @@ stop() {
          "'[ERROR] Worker ... was sent SIGTERM!', and uvicorn 'Error while closing socket [Errno 9]':" \
          "their normal stop, the same with plain \`litellm --run_gunicorn\`)"
     kill -TERM "${pids[@]}" 2>/dev/null || true
+    # gunicorn stops gracefully; a worker still starting can hold that up (on a loaded
+    # machine), so after 20 s whatever is left of their sessions is killed.
+    for _ in $(seq 200); do
+        alive=0
+        for pid in "${pids[@]}"; do kill -0 "$pid" 2>/dev/null && alive=1; done
+        [ "$alive" = 0 ] && break
+        sleep 0.1
+    done
+    if [ "$alive" = 1 ]; then
+        echo "still running after 20 s: killing the proxy's and the mock's process groups"
+        for pid in "${pids[@]}"; do kill -KILL -- "-$pid" 2>/dev/null || true; done
+    fi
     wait "${pids[@]}" 2>/dev/null || true
     if [ -n "${region:-}" ] && [ -e "$region" ]; then
         echo "stopped; the region file $region stays (FAST_LITELLM_SHM names it): rm it while no proxy uses it"

@@ -8,6 +8,7 @@ from typing_extensions import Self, disjoint_base
 
 __all__ = [
     "region_size",
+    "clock_ns",
     "Region",
     "RegionView",
     "Decision",

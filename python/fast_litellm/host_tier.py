@@ -174,8 +174,6 @@ class HostTier:
         self.max_lease = max_lease
         self._lease = redis.register_script(LEASE_SCRIPT)
         self._return = redis.register_script(RETURN_SCRIPT)
-        #: counter key -> (last want, clock of the last refill, counter Redis reported)
-        self._sizing: Dict[str, Tuple[int, float, int]] = {}
         #: counter key -> its Limit, for give_back()
         self._seen: Dict[str, Limit] = {}
         #: counter key -> region-clock second the units of this process's last refill end
@@ -184,11 +182,28 @@ class HostTier:
         self._last_use: Dict[str, float] = {}
         self._idle_task: Optional["asyncio.Task[None]"] = None
 
+    # The sizing is the host's, in the region, so every worker's refill grows one lease:
+    # `tier-size:<key>` holds (ms of the last refill mod 2^32, its want), `tier-count:<key>`
+    # the counter Redis reported last (stamp 0).
+
     def _want(self, lim: Limit, need: int, now: float) -> int:
-        last, at, counter = self._sizing.get(lim.counter_key, (0, -1e9, 0))
-        grow = 2 * last if now - at < self.refill_s else last // 2
-        share = max(0, lim.limit - counter) // (2 * self.hosts)
+        last_refill = self.region.value_get(f"tier-size:{lim.counter_key}")
+        grow = 0
+        if last_refill is not None:
+            at_ms, last = last_refill
+            since_ms = (int(now * 1000) - at_ms) % (1 << 32)
+            grow = 2 * last if since_ms < self.refill_s * 1000 else last // 2
+        share = max(0, lim.limit - self._reported(lim)) // (2 * self.hosts)
         return max(need, min(grow, share, self.max_lease))
+
+    def _reported(self, lim: Limit) -> int:
+        counter = self.region.value_get(f"tier-count:{lim.counter_key}")
+        return 0 if counter is None else int(counter[1])
+
+    def _sized(self, lim: Limit, want: int, sent: float, counter: int) -> None:
+        ttl = float(max(lim.window_s, 1))
+        self.region.value_set(f"tier-size:{lim.counter_key}", int(sent * 1000) % (1 << 32), want, ttl)
+        self.region.value_set(f"tier-count:{lim.counter_key}", 0, max(0, min(counter, (1 << 48) - 1)), ttl)
 
     def _dry_key(self, lim: Limit) -> str:
         return f"lease:{lim.counter_key}:dry"
@@ -208,10 +223,9 @@ class HostTier:
 
     def _count(self, lim: Limit) -> int:
         """An estimate of the count in the window, for LiteLLM's statuses and headers: what
-        Redis last reported to this process, less what this host holds unspent."""
-        reported = self._sizing.get(lim.counter_key, (0, 0.0, 0))[2]
+        Redis last reported to this host, less what this host holds unspent."""
         left: int = self.region.lease_left(lim.counter_key)[1]
-        return max(0, min(lim.limit, reported - left))
+        return max(0, min(lim.limit, self._reported(lim) - left))
 
     async def admit_each(self, limits: Sequence[Limit]) -> List[Tuple[bool, int, int]]:
         """Each limit on its own, as LiteLLM's batch script counts each counter whatever the
@@ -359,7 +373,7 @@ class HostTier:
             # `sent` was read before the call, so sent + left is never past the true end.
             left = start + lim.window_s - now - 1
             self._deadlines[lim.counter_key] = int(sent + left) if left > 0 else 0
-            self._sizing[lim.counter_key] = (want, sent, counter)
+            self._sized(lim, want, sent, counter)
             if grant < lim.cost:
                 self.region.value_set(self._dry_key(lim), start, 1, min(self.poll_s, max(left, 0.001)))
             out.append((grant, start))
