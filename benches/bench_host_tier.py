@@ -139,7 +139,7 @@ def main() -> int:
         return child(args)
     if args.quick:
         args.calls, args.rounds = 300, 1
-    import litellm
+    from importlib.metadata import version
 
     server = RedisServer()
     table: Dict[str, List[Dict[str, float]]] = {}
@@ -154,7 +154,7 @@ def main() -> int:
     finally:
         server.stop()
     medians = {row: {k: statistics.median(r[k] for r in runs) for k in runs[0]} for row, runs in table.items()}
-    print(f"LiteLLM {litellm.__version__ if hasattr(litellm, '__version__') else ''}, Python {platform.python_version()}, "
+    print(f"LiteLLM {version('litellm')}, redis-py {version('redis')}, Python {platform.python_version()}, "
           f"{os.cpu_count()} cores, {args.calls} checks per worker, {WORKERS} workers per host, median of {args.rounds}")
     print("| configuration | hosts | keys | checks/s | p50 µs | p99 µs | Redis commands / check | Redis CPU ms / 1,000 |")
     print("|---|---:|---:|---:|---:|---:|---:|---:|")
