@@ -396,13 +396,17 @@ class HostTier:
             await asyncio.sleep(self.idle_s / 2)
             now = _clock_s()
             idle = [k for k, t in self._last_use.items() if now - t >= self.idle_s]
-            for k in idle:
-                del self._last_use[k]
-            if idle:
-                try:
-                    await self.give_back(idle)
-                except Exception as error:  # noqa: BLE001 - the units stay stranded until the window ends
-                    log.warning("fast_litellm: returning idle leases to Redis failed: %s", error)
+            if not idle:
+                continue
+            try:
+                await self.give_back(idle)
+            except Exception as error:  # noqa: BLE001 - the units stay stranded until the window ends
+                log.warning("fast_litellm: returning idle leases to Redis failed: %s", error)
+            for k in idle:  # a process forgets the keys it stopped using: no growth with keys seen
+                if now - self._last_use.get(k, now) >= self.idle_s:
+                    self._last_use.pop(k, None)
+                    self._seen.pop(k, None)
+                    self._deadlines.pop(k, None)
 
     async def close(self) -> int:
         """Stops the idle returns and gives every lease back (shutdown)."""
@@ -416,8 +420,10 @@ class HostTier:
         has used) to Redis, guarded by the window they were granted in. Returns the units
         given back."""
         pairs: List[Tuple[Limit, int, int]] = []
-        for key in self._seen if keys is None else keys:
-            lim = self._seen[key]
+        for key in list(self._seen) if keys is None else keys:
+            lim = self._seen.get(key)
+            if lim is None:
+                continue
             _, left = self.region.lease_left(key)
             # Take them out of the lease first, so no worker spends what is being returned;
             # the take names the window they are of.
