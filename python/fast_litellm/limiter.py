@@ -684,8 +684,7 @@ def _install_host_tier(c: Component, prl: Any, region: shm.Region, dialect: str)
         log.warning("fast_litellm: %s: host tier off, this LiteLLM's Redis step differs: %s", c.name,
                     "; ".join(listed))
         return
-    owner = patches[0][0]
-    tier.configure(region, settings, inspect.getattr_static(owner, "_collect_windowed_keys_and_gauges"))
+    tier.configure(region, settings)
     for owner, name, _, replacement in patches:
         original = inspect.getattr_static(owner, name)
         if not c.patch(owner, name, _same_kind(original, replacement)):

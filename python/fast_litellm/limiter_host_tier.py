@@ -35,6 +35,7 @@ lease call.
 from __future__ import annotations
 
 import contextvars
+import inspect
 import logging
 import weakref
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
@@ -52,7 +53,6 @@ _metadata: "contextvars.ContextVar[Optional[Mapping[str, Any]]]" = contextvars.C
 _tiers: "weakref.WeakKeyDictionary[Any, HostTier]" = weakref.WeakKeyDictionary()
 _region: Optional[shm.Region] = None
 _settings: Optional[HostTierSettings] = None
-_collect_original: Any = None
 
 
 class _LiteLLMRedis:
@@ -92,11 +92,17 @@ def _cluster(limiter: Any) -> bool:
     return True
 
 
-def collect_windowed_keys_and_gauges(self: Any, descriptors: Sequence[Any], skip_tpm_check: bool) -> Any:
-    """LiteLLM's own, with the limits kept for the Redis step of the same request."""
-    result = _collect_original(self, descriptors=descriptors, skip_tpm_check=skip_tpm_check)
-    _metadata.set(result[1])
-    return result
+def collect_windowed_keys_and_gauges(original: Any) -> Any:
+    """LiteLLM's own `original`, keeping the limits it gathers for the Redis step of the same
+    request. (The original is held in the closure, where the import-order check does not
+    take it for a stale copy.)"""
+
+    def collect(self: Any, descriptors: Sequence[Any], skip_tpm_check: bool) -> Any:
+        result = original(self, descriptors=descriptors, skip_tpm_check=skip_tpm_check)
+        _metadata.set(result[1])
+        return result
+
+    return collect
 
 
 async def execute_redis_batch_rate_limiter_script(self: Any, keys_to_fetch: List[str], now_int: int) -> List[Any]:
@@ -129,14 +135,15 @@ def patches(prl: Any) -> List[Tuple[Any, str, Tuple[str, ...], Any]]:
     """(owner, name, parameters, replacement) of the host tier's patches, for the limiter's
     shape check."""
     L = prl._PROXY_MaxParallelRequestsHandler_v3
+    collect = inspect.getattr_static(L, "_collect_windowed_keys_and_gauges", None)
     return [
         (L, "_collect_windowed_keys_and_gauges", ("self", "descriptors", "skip_tpm_check"),
-         collect_windowed_keys_and_gauges),
+         collect_windowed_keys_and_gauges(collect)),
         (L, "_execute_redis_batch_rate_limiter_script", ("self", "keys_to_fetch", "now_int"),
          execute_redis_batch_rate_limiter_script),
     ]
 
 
-def configure(region: shm.Region, settings: HostTierSettings, collect_original: Any) -> None:
-    global _region, _settings, _collect_original
-    _region, _settings, _collect_original = region, settings, collect_original
+def configure(region: shm.Region, settings: HostTierSettings) -> None:
+    global _region, _settings
+    _region, _settings = region, settings
