@@ -22,8 +22,11 @@ def test_make_demo_serves_holds_limits_and_stops_on_ctrl_c(tmp_path):
     env = dict(os.environ, FL_DEMO_PORT=str(port), FL_DEMO_UPSTREAM_PORT=str(upstream_port), FAST_LITELLM_SHM=region)
     log_path = tmp_path / "demo.log"
     with open(log_path, "w") as log:
+        # As a terminal starts it: SIGINT at its default. A test run started in the background
+        # (`cmd &` in a script, as CI may be) inherits SIGINT ignored, and a shell that starts
+        # with a signal ignored cannot trap it.
         demo = subprocess.Popen(["make", "demo"], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
-                                start_new_session=True)
+                                start_new_session=True, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         deadline = time.time() + 400
         while "Ctrl-C stops" not in log_path.read_text(errors="replace"):
