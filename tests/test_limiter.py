@@ -505,11 +505,13 @@ asyncio.run(main())
 
 
 @pytest.mark.timeout(60)
-def test_with_redis_configured_litellm_keeps_its_own_path(region_path):
+def test_with_redis_configured_and_the_host_tier_off_litellm_keeps_its_own_path(region_path):
     with socket.socket() as s:  # a port nobody listens on
         s.bind(("127.0.0.1", 0))
         dead_port = s.getsockname()[1]
-    out = run_python(REDIS, child_env(region_path, FL_DEAD_PORT=str(dead_port)))
+    # The host tier off: with it on, the rpm pre-read and window step are its own
+    # (test_with_redis_the_rpm_window_goes_through_the_host_tier).
+    out = run_python(REDIS, child_env(region_path, FL_DEAD_PORT=str(dead_port), FAST_LITELLM_HOST_TIER="off"))
     assert out["script"]
     # (LiteLLM's cache decodes the window start to an int up to 1.109; 1.110's store keeps the str.)
     assert out["window"] == ["1000", 1] and out["read"] in ([1000, 1], ["1000", 1]), "LiteLLM's in-memory mirror answered"

@@ -341,6 +341,10 @@ def _read(limiter: Any, pairs: List[Tuple[str, str]]) -> List[Any]:
 async def _batch_get_counter_values(
     self: Any, keys: List[str], parent_otel_span: Any, local_only: bool
 ) -> List[Optional[int]]:
+    if local_only and _region is not None and _dialect.uses_redis(self):
+        from .limiter_host_tier import pre_read
+
+        return pre_read(self, keys)
     return _read(self, _dialect.pairs(keys))
 
 

@@ -12,15 +12,19 @@ What this does
     in the region and asks Redis only when the lease is empty (one lease call for all the
     pairs that lack units). Each pair counts on its own, as LiteLLM's INCR does. A pair that
     gets its unit reports an estimate of the window's count (at most the limit); one that
-    does not reports limit + 1, so LiteLLM's own check refuses it and caches that, as it
-    caches a Redis count over the limit. Everything else stays LiteLLM's: the pre-read of its
-    in-memory cache, the statuses and headers, TPM reservations and their post-call
-    reconciliation, and the max_parallel_requests gauges (still one Redis call each).
+    does not reports limit + 1, so LiteLLM's own check refuses it.
+    The pre-read of LiteLLM's in-memory mirror of Redis (`_batch_get_counter_values`,
+    local_only) answers "nothing known" for such requests, so each goes on to the lease: a
+    refused key is refused there without a Redis call (the dry marker), and admitted again as
+    soon as another host's units come back, where LiteLLM's mirror would refuse it for up to
+    a window. Everything else stays LiteLLM's: the statuses and headers, TPM reservations and
+    their post-call reconciliation, and the max_parallel_requests gauges (still one Redis
+    call each).
     A request with a `:tokens` pair in this step is declined to LiteLLM's script whole.
 
 Differences from LiteLLM accepted
     - `limit_remaining` (x-ratelimit-remaining headers) is computed from an estimate of the
-      count (what Redis last reported to this process less this host's unspent units), not
+      count (what Redis last reported to this host less its unspent units), not
       the exact count after this request.
     - Redis counts units granted to hosts, not requests seen: a refused request is not
       counted (LiteLLM's INCR counts it), so a counter does not grow past the limit.
@@ -103,6 +107,20 @@ def collect_windowed_keys_and_gauges(original: Any) -> Any:
         return result
 
     return collect
+
+
+def pre_read(limiter: Any, keys: List[str]) -> List[Optional[int]]:
+    """`should_rate_limit`'s pre-read of LiteLLM's in-memory mirror of Redis, for a request
+    whose counters are all `:requests`: nothing known, so the check goes on to the Redis step,
+    which the host tier answers from the lease. LiteLLM's mirror would keep refusing, for up to
+    a window, a key that another host's returned units have since made admissible."""
+    from .limiter import _pairs
+
+    if _settings is None or _cluster(limiter):
+        raise Decline("no host tier")
+    if any(not counter_key.endswith(":requests") for _, counter_key in _pairs(keys)):
+        raise Decline("a tokens counter: LiteLLM's mirror answers")
+    return [None] * len(keys)
 
 
 async def execute_redis_batch_rate_limiter_script(self: Any, keys_to_fetch: List[str], now_int: int) -> List[Any]:
