@@ -49,9 +49,9 @@ from ._acceleration import Decline
 from ._config import HostTierSettings
 from .host_tier import HostTier, Limit
 
-#: What `_collect_windowed_keys_and_gauges` gathered for the request this task is checking.
 log = logging.getLogger("fast_litellm")
 
+#: What `_collect_windowed_keys_and_gauges` gathered for the request this task is checking.
 _metadata: "contextvars.ContextVar[Optional[Mapping[str, Any]]]" = contextvars.ContextVar(
     "fast_litellm_window_metadata", default=None)
 _tiers: "weakref.WeakKeyDictionary[Any, HostTier]" = weakref.WeakKeyDictionary()
