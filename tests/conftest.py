@@ -47,7 +47,7 @@ MATRIX = {
     "test_flags.py": ("test_disable_maps_nothing_and_patches_nothing", "test_import_order_does_not_matter_and_remove_restores"),
     "test_limiter.py": ("test_the_region_gives_exactly_what_litellm_gives", "test_processes_share_every_limit",
                         "test_max_parallel_requests_slots_are_host_wide_and_always_given_back",
-                        "test_with_redis_the_rpm_window_goes_through_the_host_tier"),
+                        "test_with_redis_rpm_windows_and_tpm_reservations_go_through_the_host_tier"),
     "test_router.py": ("test_usage_counters_are_host_wide_and_per_process_with_the_flag_off",
                        "test_a_cooldown_set_in_one_process_is_honoured_in_another_and_expires",
                        "test_max_parallel_requests_slots_hold_across_processes_and_come_back_when_the_holder_dies",

@@ -173,6 +173,33 @@ def test_a_mixed_fleet_shares_one_limit_with_stock_litellm(hosts):
     assert int(hosts.redis.client().get("{api_key:mixed}:requests")) == 40
 
 
+def test_a_cost_larger_than_one_grant_is_made_of_the_grant_and_what_the_host_held(redis_server, tmp_path):
+    """TPM reservations take tens or thousands of units at once. When what the host holds and
+    what Redis has left are each short of a cost but together cover it, the request is admitted,
+    as LiteLLM alone would admit it (counter + cost <= limit)."""
+    from subproc import run_python
+
+    key = f"tokens-{uuid.uuid4().hex[:8]}"
+    out = run_python(f"""
+        import asyncio, redis.asyncio
+        from fast_litellm import shm
+        from fast_litellm.host_tier import HostTier, Limit
+
+        async def main():
+            client = redis.asyncio.Redis(port={redis_server.port})
+            tier = HostTier(shm.Region("{tmp_path}/region", capacity=1 << 12), client, hosts=1)
+            one, three = (Limit("{{{key}}}:window", "{{{key}}}:tokens", 10, cost) for cost in (1, 3))
+            admitted = [(await tier.admit([one])).allowed for _ in range(2)]  # grants of 1, then 2
+            await client.incrby("{{{key}}}:tokens", 5)  # a stock pod's reservation: 2 left in Redis
+            admitted += [(await tier.admit([three])).allowed, (await tier.admit([one])).allowed]
+            emit({{"admitted": admitted, "counter": int(await client.get("{{{key}}}:tokens")),
+                   "held": tier.region.lease_left("{{{key}}}:tokens")[1]}})
+
+        asyncio.run(main())
+    """, env={"FAST_LITELLM_DISABLE": "1"})
+    assert out == {"admitted": [True, True, True, False], "counter": 10, "held": 0}, out
+
+
 def test_a_host_killed_after_a_large_grant_causes_no_over_admission_and_its_units_return_at_window_end(hosts):
     limit = [pair("api_key:killed", 20, window_s=3)]
     # The victim asks often enough for its leases to grow, then holds them and is killed.

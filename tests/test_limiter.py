@@ -371,24 +371,68 @@ def host(i):
     redis = RedisCache(host="127.0.0.1", port=int(os.environ["FL_REDIS_PORT"]))
     return admitted(new_limiter(redis_cache=redis), [desc("api_key", "tier", rpm=12)] * 10)
 
+def scripts_run():
+    import redis
+    stats = redis.Redis(port=int(os.environ["FL_REDIS_PORT"])).info("commandstats")
+    return sum(stats.get(f"cmdstat_{c}", {}).get("calls", 0) for c in ("eval", "evalsha"))
+
+
+before = scripts_run()
 race = run_forked(4, host)
-emit({"race": race, "status": fast_litellm.status()["rate_limiter"]})
+rpm_scripts = scripts_run() - before
+# TPM reservations (LiteLLM's CHECK_AND_INCREMENT_BY_N path) through the tier: 25 tokens at a
+# time against a user at tpm 10000 and a team at tpm 8000, all or nothing. Each process gives
+# its leases back at the end, as a worker does when idle; then one process reserves what is left.
+user, team = desc("user", "tpm-tier", tpm=10000), desc("team", "tpm-tier", tpm=8000)
+
+
+def reserving(i, n=100):
+    region_path = os.environ["FAST_LITELLM_SHM"] + f"-host{i // 2}"
+    from fast_litellm import limiter_host_tier
+    limiter_host_tier._region = shm.Region(region_path)
+    lim = new_limiter(redis_cache=RedisCache(host="127.0.0.1", port=int(os.environ["FL_REDIS_PORT"])))
+
+    async def run():
+        ok = 0
+        for _ in range(n):
+            response = await lim.reserve_tpm_tokens([user, team], 25)
+            ok += response["overall_code"] == "OK"
+            if response["overall_code"] == "OK":
+                assert {w[1] for w in response["reservation_windows"]} != {"0"}, response
+        await limiter_host_tier._tiers[lim].close()
+        return ok
+    return asyncio.run(run())
+
+
+before = scripts_run()
+tpm_race = run_forked(4, reserving)
+tpm_scripts = scripts_run() - before
+time.sleep(1.1)  # the dry marker of a refused limit lasts poll_s (1 s)
+tpm_rest = reserving(0, n=400)
+emit({"race": race, "rpm_scripts": rpm_scripts, "tpm_race": tpm_race, "tpm_scripts": tpm_scripts,
+      "tpm_rest": tpm_rest, "status": fast_litellm.status()["rate_limiter"]})
 """
 
 
 @pytest.mark.timeout(120)
-def test_with_redis_the_rpm_window_goes_through_the_host_tier(region_path, redis_server):
+def test_with_redis_rpm_windows_and_tpm_reservations_go_through_the_host_tier(region_path, redis_server):
     import importlib.util
 
     if importlib.util.find_spec("litellm.redis") is not None:  # 1.110 on
         pytest.skip("no host tier for LiteLLM 1.110's RateLimitStore yet (docs/host-tier.md)")
-    before = redis_server.calls()
     out = run_python(HOST_TIER, child_env(region_path, FL_REDIS_PORT=str(redis_server.port)))
-    after = redis_server.calls()
     assert sum(out["race"]) == 12 and len([n for n in out["race"] if n]) >= 2, out["race"]
-    scripts = after.get("evalsha", 0) + after.get("eval", 0) - before.get("evalsha", 0) - before.get("eval", 0)
-    assert 0 < scripts < 40, f"{scripts} script calls for 40 checks: the lease, not one per check"
+    assert 0 < out["rpm_scripts"] < 40, f"{out['rpm_scripts']} script calls for 40 checks: the lease, not one per check"
     assert int(redis_server.client().get("{api_key:tier}:requests")) == 12
+    # TPM reservations: never more than the team's 8000 (320 of 25) across hosts, and exactly
+    # that once the leases are back; Redis holds the reserved tokens, which LiteLLM's post-call
+    # reconciliation then corrects.
+    assert sum(out["tpm_race"]) <= 320 and len([n for n in out["tpm_race"] if n]) >= 2, out["tpm_race"]
+    assert sum(out["tpm_race"]) + out["tpm_rest"] == 320, out
+    # LiteLLM runs one script per descriptor per reservation: 800 for these 400.
+    assert 0 < out["tpm_scripts"] < 100, f"{out['tpm_scripts']} script calls for 400 reservations"
+    assert int(redis_server.client().get("{team:tpm-tier}:tokens")) == 8000
+    assert int(redis_server.client().get("{user:tpm-tier}:tokens")) == 8000
     for suffix in ("-host0", "-host1"):
         if os.path.exists(region_path + suffix):
             os.unlink(region_path + suffix)
@@ -510,7 +554,7 @@ def test_with_redis_configured_and_the_host_tier_off_litellm_keeps_its_own_path(
         s.bind(("127.0.0.1", 0))
         dead_port = s.getsockname()[1]
     # The host tier off: with it on, the rpm pre-read and window step are its own
-    # (test_with_redis_the_rpm_window_goes_through_the_host_tier).
+    # (test_with_redis_rpm_windows_and_tpm_reservations_go_through_the_host_tier).
     out = run_python(REDIS, child_env(region_path, FL_DEAD_PORT=str(dead_port), FAST_LITELLM_HOST_TIER="off"))
     assert out["script"]
     # (LiteLLM's cache decodes the window start to an int up to 1.109; 1.110's store keeps the str.)

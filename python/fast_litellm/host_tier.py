@@ -221,7 +221,7 @@ class HostTier:
         """Whether Redis refused this limit less than poll_s ago (then it is not asked again)."""
         return self.region.value_get(self._dry_key(lim)) is not None
 
-    def _count(self, lim: Limit) -> int:
+    def estimate(self, lim: Limit) -> int:
         """An estimate of the count in the window, for LiteLLM's statuses and headers: what
         Redis last reported to this host, less what this host holds unspent."""
         left: int = self.region.lease_left(lim.counter_key)[1]
@@ -236,7 +236,7 @@ class HostTier:
         for i, lim in enumerate(limits):
             ok, stamp, _ = self.region.lease_take(lim.counter_key, lim.cost)
             if ok:
-                out[i] = (True, stamp, self._count(lim))
+                out[i] = (True, stamp, self.estimate(lim))
             elif self._dry(lim):
                 out[i] = (False, 0, lim.limit)
             else:
@@ -247,13 +247,13 @@ class HostTier:
                 lim = limits[i]
                 ok = units >= lim.cost
                 self._keep(lim, start, units - lim.cost if ok else units)
-                out[i] = (ok, start, self._count(lim) if ok else lim.limit)
+                out[i] = (ok, start, self.estimate(lim) if ok else lim.limit)
         return [o for o in out if o is not None]
 
     async def admit(self, limits: Sequence[Limit]) -> Admission:
         """All or nothing: every limit takes its cost, or none does."""
         self._note(limits)
-        taken: List[Tuple[int, int]] = []  # (index, stamp) taken from a local lease
+        taken: List[Tuple[int, int]] = []  # (index, stamp) taken from the host's lease
         missing: List[int] = []
         for i, lim in enumerate(limits):
             ok, stamp, _ = self.region.lease_take(lim.counter_key, lim.cost)
@@ -270,21 +270,29 @@ class HostTier:
                 self._untake(limits, taken)
                 return Admission(False, i, (), 0)
         granted = await self._refill([limits[i] for i in missing])
-        windows = dict(taken)
+        direct: List[Tuple[int, int]] = []  # (index, window) of a cost taken straight from its grant
         denied: Optional[int] = None
         for i, (units, start) in zip(missing, granted):
-            if denied is None and units >= limits[i].cost:
-                windows[i] = start
-                units -= limits[i].cost  # this request's share, straight from the grant
-            elif denied is None:
-                denied = i
-            self._keep(limits[i], start, units)
+            lim = limits[i]
+            if denied is None and units >= lim.cost:
+                # This request's share comes straight from the grant (Redis counted it while its
+                # window was open), even when too little of the window is left to keep the rest.
+                direct.append((i, start))
+                units -= lim.cost
+            self._keep(lim, start, units)
+            if denied is None and (i, start) not in direct:
+                # Too small alone: with what the host held already (a cost larger than 1), it may do.
+                ok, stamp, _ = self.region.lease_take(lim.counter_key, lim.cost)
+                if ok:
+                    taken.append((i, stamp))
+                else:
+                    denied = i
         if denied is not None:
             self._untake(limits, taken)
-            for i in missing:
-                if i in windows:  # give this request's share back to the host's lease
-                    self._keep(limits[i], windows[i], limits[i].cost)
+            for i, start in direct:  # back to the host's lease, for the next requests
+                self._keep(limits[i], start, limits[i].cost)
             return Admission(False, denied, (), 1)
+        windows = dict(taken + direct)
         return Admission(True, None, tuple(windows[i] for i in range(len(limits))), 1)
 
     def _untake(self, limits: Sequence[Limit], taken: List[Tuple[int, int]]) -> None:

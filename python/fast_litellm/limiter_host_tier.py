@@ -1,5 +1,5 @@
 """rate_limiter with Redis: the host tier (fast_litellm.host_tier) for the v3 limiter's rpm
-windows, when LiteLLM is configured with Redis (docs/host-tier.md).
+windows and TPM reservations, when LiteLLM is configured with Redis (docs/host-tier.md).
 
 What LiteLLM does
     `should_rate_limit` sends every (window, counter) pair of a request to Redis in
@@ -17,10 +17,17 @@ What this does
     local_only) answers "nothing known" for such requests, so each goes on to the lease: a
     refused key is refused there without a Redis call (the dry marker), and admitted again as
     soon as another host's units come back, where LiteLLM's mirror would refuse it for up to
-    a window. Everything else stays LiteLLM's: the statuses and headers, TPM reservations and
-    their post-call reconciliation, and the max_parallel_requests gauges (still one Redis
-    call each).
-    A request with a `:tokens` pair in this step is declined to LiteLLM's script whole.
+    a window.
+    TPM reservations (`reserve_tpm_tokens` and every other check-and-increment by N, which
+    LiteLLM runs as CHECK_AND_INCREMENT_BY_N_SCRIPT once per descriptor in
+    `_atomic_lua_per_descriptor`) take their tokens from the host's leases, all or nothing.
+    Everything else stays LiteLLM's: the statuses and headers (built by LiteLLM's own
+    `_build_atomic_response` from the reply its script would have given), the post-call
+    reconciliation (its window-guarded INCRBY of actual - reserved, one script per request),
+    and the max_parallel_requests gauges (one Redis call each).
+    A request with a `:tokens` pair in the batch step (TPM reservations turned off with
+    LITELLM_TPM_TOKEN_RESERVATION_ENABLED=false) is declined to LiteLLM's script whole, and so
+    is a check-and-increment by 0 (a read of the count).
 
 Differences from LiteLLM accepted
     - `limit_remaining` (x-ratelimit-remaining headers) is computed from an estimate of the
@@ -28,6 +35,9 @@ Differences from LiteLLM accepted
       the exact count after this request.
     - Redis counts units granted to hosts, not requests seen: a refused request is not
       counted (LiteLLM's INCR counts it), so a counter does not grow past the limit.
+    - While Redis cannot be reached, a reservation the down policy admits has window 0, so
+      LiteLLM's window-guarded reconciliation skips it: the usage is charged at the estimate
+      (the debt) when Redis is back.
 
 FAST_LITELLM_HOST_TIER=off leaves LiteLLM's Redis path alone (the limiter then declines
 whenever Redis is configured, as before). FAST_LITELLM_REDIS_HOSTS (default 1) is how many
@@ -149,6 +159,53 @@ async def execute_redis_batch_rate_limiter_script(self: Any, keys_to_fetch: List
     return values
 
 
+async def atomic_lua_per_descriptor(self: Any, descriptor_groups: List[Tuple[Any, Any, List[Dict[str, Any]]]],
+                                    parent_otel_span: Any = None) -> Dict[str, Any]:
+    """TPM reservations (and any other check-and-increment by N): LiteLLM runs
+    CHECK_AND_INCREMENT_BY_N_SCRIPT once per descriptor group, all or nothing over the groups.
+    Here every counter of every group takes its increment from the host's lease, all or nothing
+    (`HostTier.admit`), with one lease call for the counters whose lease is short. The reply
+    each group's script would have given is rebuilt and read by LiteLLM's own
+    `_build_atomic_response`, so statuses and the reservation windows that guard the post-call
+    reconciliation are LiteLLM's: the windows are Redis's window starts, and the reconciliation
+    (LiteLLM's window-guarded INCRBY of actual - reserved, to Redis) stays correct with units
+    leased, since Redis's counter holds them either way."""
+    if _cluster(self):
+        raise Decline("Redis Cluster: a lease call would span hash slots")
+    limits: List[Limit] = []
+    for _keys, _args, group in descriptor_groups:
+        for meta in group:
+            if int(meta["increment"]) <= 0:
+                raise Decline("an increment of 0 is a read of the count: LiteLLM's script answers it")
+            limits.append(Limit(meta["window_key"], meta["counter_key"], int(meta["current_limit"]),
+                                int(meta["increment"]), int(meta["ttl"]), int(meta["window_size"])))
+    tier = _tier(self)
+    try:
+        admission = await tier.admit(limits)
+    except shm.RegionFullError:
+        raise Decline("region table full") from None
+    first = 0
+    responses: List[Dict[str, Any]] = []
+    for _keys, _args, group in descriptor_groups:
+        if admission.denied_index is not None:
+            if admission.denied_index < first + len(group):
+                lim = limits[admission.denied_index]
+                # Refused: short of the increment, as the script's {1, index, counter, limit} says.
+                counter = max(tier.estimate(lim), lim.limit - lim.cost + 1)
+                raw = [1, admission.denied_index - first + 1, counter, lim.limit]
+                return dict(self._build_atomic_response(raw, group))
+        else:
+            raw = [0]
+            for n, lim in enumerate(limits[first:first + len(group)]):
+                raw += [tier.estimate(lim), admission.windows[first + n]]
+            responses.append(self._build_atomic_response(raw, group))
+        first += len(group)
+    if len(responses) == 1:
+        return dict(responses[0])
+    return {"overall_code": "OK", "statuses": [s for r in responses for s in r["statuses"]],
+            "reservation_windows": frozenset(w for r in responses for w in r.get("reservation_windows", ()))}
+
+
 def patches(prl: Any) -> List[Tuple[Any, str, Tuple[str, ...], Any]]:
     """(owner, name, parameters, replacement) of the host tier's patches, for the limiter's
     shape check."""
@@ -159,6 +216,8 @@ def patches(prl: Any) -> List[Tuple[Any, str, Tuple[str, ...], Any]]:
          collect_windowed_keys_and_gauges(collect)),
         (L, "_execute_redis_batch_rate_limiter_script", ("self", "keys_to_fetch", "now_int"),
          execute_redis_batch_rate_limiter_script),
+        (L, "_atomic_lua_per_descriptor", ("self", "descriptor_groups", "parent_otel_span"),
+         atomic_lua_per_descriptor),
     ]
 
 
