@@ -4,6 +4,7 @@ with its own region) sharing one real redis-server configured as LiteLLM's docs 
 
 import collections
 import concurrent.futures
+import time
 import uuid
 
 import pytest
@@ -36,13 +37,16 @@ def _burst(proxies, key, per_proxy):
     return [collections.Counter(r) for r in results]
 
 
-def _run(tmp_path, upstream, redis_server, stock=()):
+def _run(tmp_path, upstream, redis_server, stock=(), limit="rpm30", settle_s=0.0):
+    """90 requests at once on one key over three proxies: the status codes per proxy, and the
+    script calls Redis ran meanwhile (and for `settle_s` after)."""
     managers = _hosts(tmp_path, upstream, redis_server, stock)
     proxies = [m.__enter__() for m in managers]
     try:
         before = redis_server.scripts_run()
-        key = f"sk-hosttier-{uuid.uuid4().hex[:8]}-rpm30"
+        key = f"sk-hosttier-{uuid.uuid4().hex[:8]}-{limit}"
         per_proxy = _burst(proxies, key, 30)
+        time.sleep(settle_s)
         return per_proxy, redis_server.scripts_run() - before
     finally:
         for m in managers:
@@ -65,3 +69,29 @@ def test_a_mixed_fleet_with_a_stock_litellm_proxy_shares_one_limit(tmp_path, ups
     per_proxy, _ = _run(tmp_path, upstream, redis_server, stock=(0,))
     assert sum(per_proxy, collections.Counter()) == {200: 30, 429: 60}, per_proxy
     assert per_proxy[0][200] > 0 and per_proxy[1][200] + per_proxy[2][200] > 0, per_proxy
+
+
+@pytest.mark.parametrize("tpm", [2000, 100_000])
+def test_tpm_reservations_through_three_hosts_leave_redis_counting_exactly_the_usage(tmp_path, upstream, redis_server,
+                                                                                     tpm):
+    """A key with a tpm limit: each request reserves its estimate from the hosts' leases, and
+    LiteLLM's own post-call reconciliation corrects Redis's counter to the usage (the mock's
+    21 tokens). Once the hosts have given back their idle leases, the counter holds exactly 21
+    per admitted request, as with LiteLLM alone. At tpm 2,000 most of the 90 are refused (each
+    refusal asks Redis, as LiteLLM's does, and takes nothing); at 100,000 all are admitted, and
+    the reservations cost a fraction of LiteLLM's script calls (its reconciliation stays)."""
+    results = {}
+    for name, stock in (("tier", ()), ("litellm", (0, 1, 2))):
+        redis_server.client().flushall()
+        per_proxy, scripts = _run(tmp_path, upstream, redis_server, stock=stock, limit=f"tpm{tpm}", settle_s=2.5)
+        total = sum(per_proxy, collections.Counter())
+        (key,) = redis_server.client().keys("{api_key:*}:tokens")
+        results[name] = {"codes": dict(total), "tokens": float(redis_server.client().get(key)), "scripts": scripts}
+        assert set(total) <= {200, 429} and total[200] > 0, (name, per_proxy)
+        assert results[name]["tokens"] == 21 * total[200], results
+    if tpm == 100_000:
+        assert results["tier"]["codes"] == results["litellm"]["codes"] == {200: 90}, results
+        # Both run the post-call reconciliation, one script per request (90); LiteLLM also one
+        # per reservation, the tier one per lease (leases grow while the key keeps asking).
+        reconciled = results["tier"]["codes"][200]
+        assert results["tier"]["scripts"] - reconciled < 0.6 * (results["litellm"]["scripts"] - reconciled), results

@@ -429,8 +429,11 @@ def test_with_redis_rpm_windows_and_tpm_reservations_go_through_the_host_tier(re
     # reconciliation then corrects.
     assert sum(out["tpm_race"]) <= 320 and len([n for n in out["tpm_race"] if n]) >= 2, out["tpm_race"]
     assert sum(out["tpm_race"]) + out["tpm_rest"] == 320, out
-    # LiteLLM runs one script per descriptor per reservation: 800 for these 400.
-    assert 0 < out["tpm_scripts"] < 100, f"{out['tpm_scripts']} script calls for 400 reservations"
+    # LiteLLM runs one script per descriptor per reservation: 800 for these 400. Through the
+    # tier each refusal asks Redis once (tokens refunded after a call may have come back) and the
+    # 320 admitted take their tokens from leases.
+    refused = 400 - sum(out["tpm_race"])
+    assert 0 < out["tpm_scripts"] < refused + 40, f"{out['tpm_scripts']} script calls for 400 reservations"
     assert int(redis_server.client().get("{team:tpm-tier}:tokens")) == 8000
     assert int(redis_server.client().get("{user:tpm-tier}:tokens")) == 8000
     for suffix in ("-host0", "-host1"):

@@ -31,18 +31,19 @@ log = logging.getLogger("fast_litellm")
 
 # Per (window key, counter key) pair: first charge `debt` (units admitted here while Redis
 # could not be reached) to the live window without a check, then grant min(want, limit -
-# counter) of it, opening a new window as LiteLLM v3 does (Redis TIME, siblings deleted, TTLs
-# set). Nothing is written for a grant and a debt of 0.
-# KEYS: pairs. ARGV: per pair limit, want, ttl_s, window_s, debt.
+# counter) of it, or nothing if that is less than `need` (what the request lacks: a refused
+# request takes nothing, as with LiteLLM's check), opening a new window as LiteLLM v3 does
+# (Redis TIME, siblings deleted, TTLs set). Nothing is written for a grant and a debt of 0.
+# KEYS: pairs. ARGV: per pair limit, want, need, ttl_s, window_s, debt.
 # Returns per pair: grant, window start, Redis now, counter after the grant.
 LEASE_SCRIPT = """
 local now = tonumber(redis.call('TIME')[1])
 local out = {}
 for i = 1, #KEYS / 2 do
     local window_key, counter_key = KEYS[2 * i - 1], KEYS[2 * i]
-    local b = (i - 1) * 5
-    local limit, want = tonumber(ARGV[b + 1]), tonumber(ARGV[b + 2])
-    local ttl, size, debt = tonumber(ARGV[b + 3]), tonumber(ARGV[b + 4]), tonumber(ARGV[b + 5])
+    local b = (i - 1) * 6
+    local limit, want, need = tonumber(ARGV[b + 1]), tonumber(ARGV[b + 2]), tonumber(ARGV[b + 3])
+    local ttl, size, debt = tonumber(ARGV[b + 4]), tonumber(ARGV[b + 5]), tonumber(ARGV[b + 6])
     local start = redis.call('GET', window_key)
     local expired = (not start) or (now - tonumber(start)) >= size
     local counter = debt
@@ -50,7 +51,7 @@ for i = 1, #KEYS / 2 do
         counter = counter + tonumber(redis.call('GET', counter_key) or 0)
     end
     local grant = math.min(want, limit - counter)
-    if grant < 0 then grant = 0 end
+    if grant < need then grant = 0 end
     if expired then
         start = now
         if grant + debt > 0 then
@@ -130,6 +131,10 @@ class Limit:
     cost: int = 1
     ttl_s: int = 60
     window_s: int = 60
+    #: Whether a refusal by Redis is remembered for poll_s (the dry marker). Not for counters
+    #: that refunds lower before the window ends (TPM reservations, reconciled to the usage
+    #: after the call): each refused request then asks Redis, as it does with LiteLLM alone.
+    dry_poll: bool = True
 
 
 @dataclass(frozen=True)
@@ -181,6 +186,8 @@ class HostTier:
         #: counter key -> clock of this process's last admit on it, for idle returns
         self._last_use: Dict[str, float] = {}
         self._idle_task: Optional["asyncio.Task[None]"] = None
+        #: counter keys of a refill this process has in flight -> done when its units are kept
+        self._inflight: Dict[Tuple[str, ...], "asyncio.Future[None]"] = {}
 
     # The sizing is the host's, in the region, so every worker's refill grows one lease:
     # `tier-size:<key>` holds (ms of the last refill mod 2^32, its want), `tier-count:<key>`
@@ -194,7 +201,11 @@ class HostTier:
             since_ms = (int(now * 1000) - at_ms) % (1 << 32)
             grow = 2 * last if since_ms < self.refill_s * 1000 else last // 2
         share = max(0, lim.limit - self._reported(lim)) // (2 * self.hosts)
-        return max(need, min(grow, share, self.max_lease))
+        ahead = min(grow, share, self.max_lease)
+        # Whole costs: requests of one key tend to cost the same (a TPM reservation is the same
+        # estimate for the same max_tokens), so a lease of whole costs leaves no leftover that
+        # only Redis's remainder could complete.
+        return max(need, ahead - ahead % need)
 
     def _reported(self, lim: Limit) -> int:
         counter = self.region.value_get(f"tier-count:{lim.counter_key}")
@@ -241,6 +252,9 @@ class HostTier:
                 out[i] = (False, 0, lim.limit)
             else:
                 ask.append(i)
+        for i, stamp in await self._after_refill_in_flight(limits, ask):
+            out[i] = (True, stamp, self.estimate(limits[i]))
+        ask = [i for i in ask if out[i] is None]
         if ask:
             granted = await self._refill([limits[i] for i in ask])
             for i, (units, start) in zip(ask, granted):
@@ -261,6 +275,9 @@ class HostTier:
                 taken.append((i, stamp))
             else:
                 missing.append(i)
+        retaken = await self._after_refill_in_flight(limits, missing)
+        taken += retaken
+        missing = [i for i in missing if i not in dict(retaken)]
         if not missing:
             windows = dict(taken)
             return Admission(True, None, tuple(windows[i] for i in range(len(limits))), 0)
@@ -294,6 +311,21 @@ class HostTier:
             return Admission(False, denied, (), 1)
         windows = dict(taken + direct)
         return Admission(True, None, tuple(windows[i] for i in range(len(limits))), 1)
+
+    async def _after_refill_in_flight(self, limits: Sequence[Limit], missing: List[int]) -> List[Tuple[int, int]]:
+        """When another task of this process is already refilling the same limits, waits for its
+        units instead of a call of its own (concurrent requests of one key miss the lease
+        together), then takes from the lease again: [(index, stamp)] of what it took."""
+        pending = self._inflight.get(tuple(limits[i].counter_key for i in missing)) if missing else None
+        if pending is None:
+            return []
+        await asyncio.shield(pending)
+        retaken = []
+        for i in missing:
+            ok, stamp, _ = self.region.lease_take(limits[i].counter_key, limits[i].cost)
+            if ok:
+                retaken.append((i, stamp))
+        return retaken
 
     def _untake(self, limits: Sequence[Limit], taken: List[Tuple[int, int]]) -> None:
         for i, stamp in taken:
@@ -345,6 +377,21 @@ class HostTier:
         return f"tier-debt:{lim.counter_key}"
 
     async def _refill(self, limits: Sequence[Limit]) -> List[Tuple[int, int]]:
+        """`_lease_call`, with the other tasks of this process that miss the same limits
+        meanwhile waiting for it (`_after_refill_in_flight`): they take from what it keeps, which
+        the caller puts into the lease before its next await."""
+        keys = tuple(lim.counter_key for lim in limits)
+        done = asyncio.get_running_loop().create_future()
+        self._inflight.setdefault(keys, done)
+        try:
+            return await self._lease_call(limits)
+        finally:
+            if self._inflight.get(keys) is done:
+                del self._inflight[keys]
+            # Resolved after the caller has kept the units: it runs on before the waiters wake.
+            asyncio.get_running_loop().call_soon(done.set_result, None)
+
+    async def _lease_call(self, limits: Sequence[Limit]) -> List[Tuple[int, int]]:
         """One Lua call for all `limits`: [(units granted, window start)], leases' deadlines set.
         With Redis down or slow (the breaker, or a call that fails or outlasts timeout_s), the
         down policy answers for each instead, with window 0."""
@@ -357,7 +404,9 @@ class HostTier:
         args: List[int] = []
         for lim, want, debt in zip(limits, wants, debts):
             keys += [lim.window_key, lim.counter_key]
-            args += [lim.limit, want, lim.ttl_s, lim.window_s, debt]
+            # What the host already holds counts towards the cost (admit() takes both).
+            need = max(1, lim.cost - self.region.lease_left(lim.counter_key)[1])
+            args += [lim.limit, want, need, lim.ttl_s, lim.window_s, debt]
         self._stat("redis_calls", 1)
         try:
             reply = [int(v) for v in await asyncio.wait_for(self._lease(keys=keys, args=args), self.timeout_s)]
@@ -382,7 +431,7 @@ class HostTier:
             left = start + lim.window_s - now - 1
             self._deadlines[lim.counter_key] = int(sent + left) if left > 0 else 0
             self._sized(lim, want, sent, counter)
-            if grant < lim.cost:
+            if grant < lim.cost and lim.dry_poll:
                 self.region.value_set(self._dry_key(lim), start, 1, min(self.poll_s, max(left, 0.001)))
             out.append((grant, start))
         return out

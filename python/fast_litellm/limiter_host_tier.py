@@ -178,7 +178,8 @@ async def atomic_lua_per_descriptor(self: Any, descriptor_groups: List[Tuple[Any
             if int(meta["increment"]) <= 0:
                 raise Decline("an increment of 0 is a read of the count: LiteLLM's script answers it")
             limits.append(Limit(meta["window_key"], meta["counter_key"], int(meta["current_limit"]),
-                                int(meta["increment"]), int(meta["ttl"]), int(meta["window_size"])))
+                                int(meta["increment"]), int(meta["ttl"]), int(meta["window_size"]),
+                                dry_poll=meta["rate_limit_type"] != "tokens"))
     tier = _tier(self)
     try:
         admission = await tier.admit(limits)
