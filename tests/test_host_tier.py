@@ -269,6 +269,33 @@ def test_units_a_host_stops_using_go_back_to_redis_and_reach_a_host_still_asking
     assert int(hosts.redis.client().get("{api_key:idle}:requests")) == 40
 
 
+def restart(redis_server):
+    """A new redis-server on the same port, after the test killed the old one."""
+    redis_server.process = subprocess.Popen(
+        ["redis-server", "--port", str(redis_server.port), "--bind", "127.0.0.1", "--save", "",
+         "--appendonly", "no"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def test_the_local_share_divides_by_the_hosts_heard_from_when_more_than_configured(hosts, redis_server):
+    """Three hosts configured as one (FAST_LITELLM_REDIS_HOSTS unset): their lease calls are a
+    heartbeat, so each learns that three share Redis, and with Redis gone each admits an rpm-30
+    key's 30 / 3, not 30 (the configured count alone would give 90 over the three)."""
+    warm = [pair("api_key:warm", 1000)]
+    for _ in range(2):  # the first host to call hears only itself: a second round hears all three
+        hosts.reports([hosts.start(h, [[warm, 0.0]], hosts=1) for h in range(3)])
+        time.sleep(1.1)  # a host beats at most once a second
+    assert int(redis_server.client().zcard("fast_litellm:host_tier:hosts")) == 3
+    redis_server.process.kill()
+    redis_server.process.wait()
+    try:
+        limit = [pair("api_key:share", 30)]
+        during = [hosts.start(h, [[limit, 0.01 * i] for i in range(20)], hosts=1) for h in range(3)]
+        admitted = [len(r["admitted"]) for r in hosts.reports(during)]
+    finally:
+        restart(redis_server)
+    assert admitted == [10, 10, 10], admitted
+
+
 @pytest.mark.parametrize("outage", ["hang", "refused"])
 @pytest.mark.parametrize("policy", ["local-share", "closed", "open"])
 def test_redis_down_keeps_each_policys_bound_stalls_no_request_and_loses_no_usage(hosts, redis_server, policy,
@@ -290,9 +317,7 @@ def test_redis_down_keeps_each_policys_bound_stalls_no_request_and_loses_no_usag
         if outage == "hang":
             os.kill(redis_server.process.pid, signal.SIGCONT)
         else:
-            redis_server.process = subprocess.Popen(
-                ["redis-server", "--port", str(redis_server.port), "--bind", "127.0.0.1", "--save", "",
-                 "--appendonly", "no"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            restart(redis_server)
     admitted = [len(r["admitted"]) for r in reports]
     expected = {"local-share": [10, 10], "closed": [0, 0], "open": [20, 20]}[policy]
     assert admitted == expected, (policy, admitted)

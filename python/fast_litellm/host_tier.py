@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import socket
 from dataclasses import dataclass
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
@@ -34,12 +35,17 @@ log = logging.getLogger("fast_litellm")
 # counter) of it, or nothing if that is less than `need` (what the request lacks: a refused
 # request takes nothing, as with LiteLLM's check), opening a new window as LiteLLM v3 does
 # (Redis TIME, siblings deleted, TTLs set). Nothing is written for a grant and a debt of 0.
-# KEYS: pairs. ARGV: per pair limit, want, need, ttl_s, window_s, debt.
-# Returns per pair: grant, window start, Redis now, counter after the grant.
+# A call with a host id is also this host's heartbeat (at most one a second per host): it
+# scores the id in the HOSTS_KEY sorted set with Redis's clock and answers how many hosts were
+# heard from in the last HEARTBEAT_S.
+# KEYS: pairs, then HOSTS_KEY. ARGV: per pair limit, want, need, ttl_s, window_s, debt; then
+# the host id or ''. Returns per pair: grant, window start, Redis now, counter after the grant;
+# then the number of hosts heard from (0 without a heartbeat).
 LEASE_SCRIPT = """
 local now = tonumber(redis.call('TIME')[1])
 local out = {}
-for i = 1, #KEYS / 2 do
+local pairs_n = (#KEYS - 1) / 2
+for i = 1, pairs_n do
     local window_key, counter_key = KEYS[2 * i - 1], KEYS[2 * i]
     local b = (i - 1) * 6
     local limit, want, need = tonumber(ARGV[b + 1]), tonumber(ARGV[b + 2]), tonumber(ARGV[b + 3])
@@ -73,8 +79,23 @@ for i = 1, #KEYS / 2 do
     table.insert(out, now)
     table.insert(out, counter + grant)
 end
+local host_id = ARGV[pairs_n * 6 + 1]
+if host_id ~= '' then
+    local hosts_key = KEYS[#KEYS]
+    redis.call('ZADD', hosts_key, now, host_id)
+    redis.call('ZREMRANGEBYSCORE', hosts_key, '-inf', now - HEARTBEAT_S)
+    redis.call('EXPIRE', hosts_key, HEARTBEAT_S)
+    table.insert(out, redis.call('ZCARD', hosts_key))
+else
+    table.insert(out, 0)
+end
 return out
 """
+#: The sorted set of the hosts that made a lease call lately (their ids, scored by Redis TIME).
+HOSTS_KEY = "fast_litellm:host_tier:hosts"
+#: A host counts towards the others' local share this long after its last lease call.
+HEARTBEAT_S = 60
+LEASE_SCRIPT = LEASE_SCRIPT.replace("HEARTBEAT_S", str(HEARTBEAT_S))
 
 # Gives back unspent leased units: per pair, DECRBY what is given (never below 0) only while
 # the window is still the one they were granted in. KEYS: pairs. ARGV: per pair stamp, units.
@@ -102,6 +123,10 @@ DOWN_POLICIES = ("local-share", "closed", "open")
 #: Region entries of the host-wide breaker: consecutive failures, and open (with a TTL of retry_s).
 BREAKER_FAILURES = "tier:redis-failures"
 BREAKER_OPEN = "tier:redis-open"
+#: Region entry: how many hosts the last lease call heard from (kept through an outage).
+HOSTS_HEARD = "tier:hosts-heard"
+#: Region window entry: this host sent its heartbeat this second.
+HEARTBEAT_SENT = "tier:heartbeat"
 
 
 #: The host tier's host-wide counts (region counters `tier:stat:<name>`), for the metrics.
@@ -173,6 +198,8 @@ class HostTier:
         self.region = region
         self.redis = redis
         self.hosts = hosts
+        #: This host in the heartbeat: the machine and its region (every worker of a host shares both).
+        self.host_id = f"{socket.gethostname()}:{region.path}"
         self.refill_s = refill_s
         self.poll_s = poll_s
         self.idle_s = idle_s
@@ -200,12 +227,18 @@ class HostTier:
             at_ms, last = last_refill
             since_ms = (int(now * 1000) - at_ms) % (1 << 32)
             grow = 2 * last if since_ms < self.refill_s * 1000 else last // 2
-        share = max(0, lim.limit - self._reported(lim)) // (2 * self.hosts)
+        share = max(0, lim.limit - self._reported(lim)) // (2 * self.host_count())
         ahead = min(grow, share, self.max_lease)
         # Whole costs: requests of one key tend to cost the same (a TPM reservation is the same
         # estimate for the same max_tokens), so a lease of whole costs leaves no leftover that
         # only Redis's remainder could complete.
         return max(need, ahead - ahead % need)
+
+    def host_count(self) -> int:
+        """How many hosts share the limits: the configured count, or more if more were heard
+        from (the heartbeat the lease calls carry), as this host last heard."""
+        heard = self.region.value_get(HOSTS_HEARD)
+        return max(self.hosts, 0 if heard is None else int(heard[1]))
 
     def _reported(self, lim: Limit) -> int:
         counter = self.region.value_get(f"tier-count:{lim.counter_key}")
@@ -365,7 +398,7 @@ class HostTier:
         if self.down_policy == "closed":
             return 0, 0
         if self.down_policy == "local-share":
-            share = lim.limit // self.hosts
+            share = lim.limit // self.host_count()
             if not self.region.hit(f"tier-share:{lim.counter_key}", share, float(lim.window_s), lim.cost).allowed:
                 return 0, 0
         self.region.counter_add(self._debt_key(lim), lim.cost, 0.0)  # charged to Redis when it is back
@@ -407,9 +440,12 @@ class HostTier:
             # What the host already holds counts towards the cost (admit() takes both).
             need = max(1, lim.cost - self.region.lease_left(lim.counter_key)[1])
             args += [lim.limit, want, need, lim.ttl_s, lim.window_s, debt]
+        keys.append(HOSTS_KEY)
+        beat = self.region.hit(HEARTBEAT_SENT, 1, 1.0, 1).allowed
+        call_args: List[Any] = [*args, self.host_id if beat else ""]
         self._stat("redis_calls", 1)
         try:
-            reply = [int(v) for v in await asyncio.wait_for(self._lease(keys=keys, args=args), self.timeout_s)]
+            reply = [int(v) for v in await asyncio.wait_for(self._lease(keys=keys, args=call_args), self.timeout_s)]
         except Exception as error:  # noqa: BLE001 - Redis slow or down: the policy answers
             self._stat("redis_wait_us", int((_clock_s() - sent) * 1e6))
             # A call that timed out may still have run: its grants are then stranded (counted,
@@ -422,6 +458,9 @@ class HostTier:
                 self.region.counter_add(self._debt_key(lim), -debt, 0.0)
         self._stat("redis_wait_us", int((_clock_s() - sent) * 1e6))
         self._answered()
+        # Kept for an hour: through an outage it is what the local share divides by.
+        if reply[-1]:
+            self.region.value_set(HOSTS_HEARD, 0, reply[-1], 3600.0)
         self._stat("granted_units", sum(reply[4 * n] for n in range(len(limits))))
         out = []
         for n, (lim, want) in enumerate(zip(limits, wants)):

@@ -41,8 +41,9 @@ Differences from LiteLLM accepted
 
 FAST_LITELLM_HOST_TIER=off leaves LiteLLM's Redis path alone (the limiter then declines
 whenever Redis is configured, as before). FAST_LITELLM_REDIS_HOSTS (default 1) is how many
-hosts share the Redis: it sizes the leases, never their correctness, and sets the local share
-of FAST_LITELLM_REDIS_DOWN_POLICY=local-share. FAST_LITELLM_REDIS_TIMEOUT_MS (250) bounds a
+hosts share the Redis at least (the hosts heard from through the lease calls' heartbeat count
+when more): it sizes the leases, never their correctness, and divides the local share of
+FAST_LITELLM_REDIS_DOWN_POLICY=local-share. FAST_LITELLM_REDIS_TIMEOUT_MS (250) bounds a
 lease call.
 """
 
