@@ -45,8 +45,15 @@ class Hosts:
         return p
 
     def wait_ready(self, p):
-        line = p.stdout.readline()
-        assert line.strip() == "ready", p.stderr.read()
+        # Byte by byte from the pipe: a buffered readline() may read the worker's JSON line
+        # ahead with "ready", and communicate() (which reads the pipe itself) would then miss it.
+        line = b""
+        while not line.endswith(b"\n"):
+            chunk = os.read(p.stdout.fileno(), 1)
+            if not chunk:
+                break
+            line += chunk
+        assert line.strip() == b"ready", p.stderr.read()
 
     def reports(self, procs=None):
         out = []
