@@ -23,7 +23,7 @@ What this does
     `_atomic_lua_per_descriptor`) take their tokens from the host's leases, all or nothing.
     Everything else stays LiteLLM's: the statuses and headers (built by LiteLLM's own
     `_build_atomic_response` from the reply its script would have given), the post-call
-    reconciliation (its window-guarded INCRBY of actual - reserved, one script per request),
+    reconciliation (its INCRBY of actual - reserved, one script per request),
     and the max_parallel_requests gauges (one Redis call each).
     A request with a `:tokens` pair in the batch step (TPM reservations turned off with
     LITELLM_TPM_TOKEN_RESERVATION_ENABLED=false) is declined to LiteLLM's script whole, and so
@@ -169,8 +169,8 @@ async def atomic_lua_per_descriptor(self: Any, descriptor_groups: List[Tuple[Any
     each group's script would have given is rebuilt and read by LiteLLM's own
     `_build_atomic_response`, so statuses and the reservation windows that guard the post-call
     reconciliation are LiteLLM's: the windows are Redis's window starts, and the reconciliation
-    (LiteLLM's window-guarded INCRBY of actual - reserved, to Redis) stays correct with units
-    leased, since Redis's counter holds them either way."""
+    (LiteLLM's INCRBY of actual - reserved, to Redis, window-guarded where its release records
+    the window) stays correct with units leased, since Redis's counter holds them either way."""
     if _cluster(self):
         raise Decline("Redis Cluster: a lease call would span hash slots")
     limits: List[Limit] = []
