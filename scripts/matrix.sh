@@ -17,14 +17,15 @@ export LITELLM_LOCAL_MODEL_COST_MAP=True FL_TOKEN_CASES=${FL_TOKEN_CASES:-300}
 mkdir -p .matrix
 
 one() {  # one release: its venv, the wheel, pytest -m matrix; output in .matrix/<v>.log
-    local version=$1 venv=.matrix/$1 start=$SECONDS
+    local version=$1 venv=.matrix/$1 start=$SECONDS rc=0
+    # `|| rc=$?`: under set -e a failing group would end this subshell before the result is written.
     {
         .venv/bin/python scripts/litellm_env.py create "$venv" "$version" --lock "ci/locks/litellm-$version.txt" &&
             .venv/bin/python scripts/litellm_env.py wheel "$venv" "$wheel" &&
             # The repository's tests against the installed wheel (python/ is not on sys.path there).
             "$venv/bin/python" -m pytest -q -p no:cacheprovider --durations=5 -m matrix tests
-    } > ".matrix/$version.log" 2>&1
-    echo "$? $((SECONDS - start))" > ".matrix/$version.result"
+    } > ".matrix/$version.log" 2>&1 || rc=$?
+    echo "$rc $((SECONDS - start))" > ".matrix/$version.result"
 }
 
 for version in $versions; do

@@ -350,3 +350,38 @@ def test_redis_down_keeps_each_policys_bound_stalls_no_request_and_loses_no_usag
     assert counted == outage_units + later, (counted, outage_units, later)
     if policy != "local-share":  # (local-share: the first host to charge may get a unit first)
         assert later == {"closed": 2, "open": 0}[policy], (later, counted)
+
+
+@pytest.mark.parametrize("cut", ["hang", "refuse"])
+@pytest.mark.parametrize("policy", ["local-share", "closed", "open"])
+def test_one_host_cut_off_from_redis_keeps_its_policys_bound_while_the_other_stays_exact(hosts, redis_server,
+                                                                                        policy, cut):
+    """Host 0 reaches Redis through a TCP proxy that the test cuts (packets dropped, or the
+    route gone); host 1 reaches Redis directly. Both ask for 20 requests of an rpm-20 key at
+    once. Host 1 is served from Redis's leases as before; host 0 gets its policy (local-share
+    20 / 2, closed none, open all), which is what a cut-off host adds to Redis's 20. When the
+    route is back, host 0's next lease call charges everything it admitted meanwhile."""
+    from tcp_proxy import TcpProxy
+
+    limit = [pair("api_key:cut", 20)]
+    proxy = TcpProxy(redis_server.port)
+    try:
+        proxy.cut(cut)
+        cut_off = hosts.start(0, [[limit, 0.01 * i] for i in range(20)], hosts=2, policy=policy,
+                              redis_port=proxy.port)
+        direct = hosts.start(1, [[limit, 0.01 * i] for i in range(20)], hosts=2, policy=policy)
+        cut_report, direct_report = hosts.reports([cut_off, direct])
+        assert len(direct_report["admitted"]) == 20, direct_report
+        admitted = len(cut_report["admitted"])
+        assert admitted == {"local-share": 10, "closed": 0, "open": 20}[policy], (policy, admitted)
+        assert cut_report["max_wait_s"] < 1.5 and direct_report["max_wait_s"] < 1.5
+        assert int(redis_server.client().get("{api_key:cut}:requests")) == 20
+        proxy.restore()
+        time.sleep(2.1)  # the breaker half-opens after retry_s (whole seconds)
+        after = hosts.results([hosts.start(0, [[limit, 0.0]], hosts=2, policy=policy, redis_port=proxy.port)])
+    finally:
+        proxy.close()
+    assert after == [[]], "the window was full before the cut-off host's usage was charged"
+    assert int(redis_server.client().get("{api_key:cut}:requests")) == 20 + admitted
+    seen = host_tier_metrics(hosts.region(0))
+    assert seen["policy_admitted_units"] == admitted and seen["transitions"] >= 2, seen

@@ -6,6 +6,7 @@ forks its workers.
 """
 
 import concurrent.futures
+import math
 import os
 import socket
 
@@ -431,9 +432,11 @@ def test_with_redis_rpm_windows_and_tpm_reservations_go_through_the_host_tier(re
     assert sum(out["tpm_race"]) + out["tpm_rest"] == 320, out
     # LiteLLM runs one script per descriptor per reservation: 800 for these 400. Through the
     # tier each refusal asks Redis once (tokens refunded after a call may have come back) and the
-    # 320 admitted take their tokens from leases.
+    # 320 admitted take their tokens from leases: the documented bound (docs/host-tier.md) is
+    # H*W*(2*ceil(log2(L/2H)) + 2) refills, L in costs (8000 / 25), H = 2 hosts, W = 2 processes.
     refused = 400 - sum(out["tpm_race"])
-    assert 0 < out["tpm_scripts"] < refused + 40, f"{out['tpm_scripts']} script calls for 400 reservations"
+    refills = 2 * 2 * (2 * math.ceil(math.log2(320 / (2 * 2))) + 2)
+    assert 0 < out["tpm_scripts"] <= refused + refills, f"{out['tpm_scripts']} script calls for 400 reservations"
     assert int(redis_server.client().get("{team:tpm-tier}:tokens")) == 8000
     assert int(redis_server.client().get("{user:tpm-tier}:tokens")) == 8000
     for suffix in ("-host0", "-host1"):
