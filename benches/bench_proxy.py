@@ -36,7 +36,11 @@ from proxy import MESSAGE, Upstream, config, proxy  # noqa: E402  (the tests' ha
 KEYS = [f"sk-bench{i}-rpm1000000" for i in range(200)]
 
 
-async def load(url: str, n: int, concurrency: int) -> Dict[str, float]:
+async def load(url: str, n: int, concurrency: int, keys: List[str] = KEYS,
+               urls: Optional[List[str]] = None) -> Dict[str, float]:
+    """N chat completions, C at once, request i with keys[i % len(keys)] to urls[i % len(urls)]
+    (default: all to `url`)."""
+    urls = urls or [url]
     latencies: List[float] = []
     failures = 0
     sem = asyncio.Semaphore(concurrency)
@@ -46,7 +50,8 @@ async def load(url: str, n: int, concurrency: int) -> Dict[str, float]:
             nonlocal failures
             async with sem:
                 start = time.perf_counter()
-                r = await client.post(url + "/v1/chat/completions", headers={"Authorization": f"Bearer {KEYS[i % len(KEYS)]}"},
+                r = await client.post(urls[i % len(urls)] + "/v1/chat/completions",
+                                      headers={"Authorization": f"Bearer {keys[i % len(keys)]}"},
                                       json={"model": "gpt-4o", "messages": [MESSAGE]})
                 latencies.append(time.perf_counter() - start)
                 failures += r.status_code != 200

@@ -89,6 +89,32 @@ def test_async_fallback(target):
     assert c.errors == 1
 
 
+def test_an_error_of_the_original_the_accelerated_path_ran_itself_reaches_the_caller_once(target):
+    """A path that handles part of a call and runs the original for the rest (the host tier's
+    post-call increments) passes the original's error on: it is not run a second time."""
+    mod, _ = target
+    runs = []
+
+    async def failing_original(text):
+        runs.append(text)
+        raise ConnectionError("redis gone")
+
+    mod.acount = failing_original
+    c = make()
+
+    async def partly(text):
+        try:
+            await failing_original(text[1:])
+        except Exception as error:
+            raise acc.OriginalRaised(error) from error
+
+    c.patch(mod, "acount", partly)
+    with pytest.raises(ConnectionError, match="redis gone"):
+        asyncio.run(mod.acount("xyz"))
+    assert runs == ["yz"], "the original ran once, on the part left to it"
+    assert (c.errors, c.fallbacks) == (0, 0)
+
+
 @pytest.mark.parametrize(
     "raw, flag",
     [

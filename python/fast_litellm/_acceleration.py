@@ -8,7 +8,8 @@ replacement runs behind the same guard:
 - the component's flag (`FAST_LITELLM_RUST_<NAME>=true|false|canary:N|rollout:N`, read once at
   import; `FAST_LITELLM_DISABLE=1` turns every component off) decides whether a call is
   accelerated;
-- an exception in the accelerated path is counted and the original runs on the same call;
+- an exception in the accelerated path is counted and the original runs on the same call
+  (except `OriginalRaised`: a path that ran the original itself passes its error on);
 - after `FAST_LITELLM_BREAKER_THRESHOLD` (default 10) errors the breaker opens: the component
   is off for the rest of the process, logged once, shown by `status()`;
 - `remove_acceleration()` puts every original object back where it was.
@@ -43,6 +44,16 @@ class Decline(Exception):
     """Raised by an accelerated path for a call it does not handle (LiteLLM configured with
     Redis, a model without a tiktoken encoding, ...): the original runs, and nothing is
     counted as an error."""
+
+
+class OriginalRaised(Exception):
+    """Raised by an accelerated path that called the original itself (for the part of the call
+    it does not handle) when the original raised: that error reaches the caller as it would
+    without fast_litellm, and the original is not run a second time."""
+
+    def __init__(self, error: BaseException) -> None:
+        super().__init__(str(error))
+        self.error = error
 
 
 @dataclass(frozen=True)
@@ -196,6 +207,9 @@ class Component:
                     return await original(*args, **kwargs)
                 try:
                     result = await accelerated(*args, **kwargs)
+                except OriginalRaised as raised:
+                    self._count("calls")
+                    raise raised.error from None
                 except Decline:
                     self._count("declined")
                 except Exception as error:  # noqa: BLE001 - every failure falls back
@@ -214,6 +228,9 @@ class Component:
                     return original(*args, **kwargs)
                 try:
                     result = accelerated(*args, **kwargs)
+                except OriginalRaised as raised:
+                    self._count("calls")
+                    raise raised.error from None
                 except Decline:
                     self._count("declined")
                 except Exception as error:  # noqa: BLE001 - every failure falls back

@@ -87,11 +87,14 @@ class HostTierSettings:
     hosts: int
     down_policy: str
     timeout_s: float
+    #: How long token increments of counters no limit reads wait to be sent to Redis, summed
+    #: (0: each is sent when LiteLLM sends it).
+    flush_s: float = 1.0
 
 
 def host_tier_settings(env: Mapping[str, str] = os.environ) -> HostTierSettings:
-    """FAST_LITELLM_HOST_TIER, _REDIS_HOSTS, _REDIS_DOWN_POLICY, _REDIS_TIMEOUT_MS
-    (docs/host-tier.md)."""
+    """FAST_LITELLM_HOST_TIER, _REDIS_HOSTS, _REDIS_DOWN_POLICY, _REDIS_TIMEOUT_MS,
+    _REDIS_FLUSH_MS (docs/host-tier.md)."""
     raw = env.get("FAST_LITELLM_HOST_TIER", "on").strip().lower() or "on"
     if raw not in ("on", "off", "1", "0", "true", "false"):
         raise ConfigError(f"FAST_LITELLM_HOST_TIER={raw!r} must be 'on' or 'off'")
@@ -106,4 +109,11 @@ def host_tier_settings(env: Mapping[str, str] = os.environ) -> HostTierSettings:
     timeout_ms = _positive_int(env, "FAST_LITELLM_REDIS_TIMEOUT_MS") or 250
     if timeout_ms > 60_000:
         raise ConfigError(f"FAST_LITELLM_REDIS_TIMEOUT_MS={timeout_raw!r} must be between 1 and 60000")
-    return HostTierSettings(raw in ("on", "1", "true"), hosts, policy, timeout_ms / 1000)
+    flush_raw = env.get("FAST_LITELLM_REDIS_FLUSH_MS", "").strip()
+    try:
+        flush_ms = int(flush_raw.replace("_", "")) if flush_raw else 1000
+    except ValueError:
+        raise ConfigError(f"FAST_LITELLM_REDIS_FLUSH_MS={flush_raw!r} is not a whole number") from None
+    if not 0 <= flush_ms <= 60_000:
+        raise ConfigError(f"FAST_LITELLM_REDIS_FLUSH_MS={flush_raw!r} must be between 0 (off) and 60000")
+    return HostTierSettings(raw in ("on", "1", "true"), hosts, policy, timeout_ms / 1000, flush_ms / 1000)

@@ -131,12 +131,14 @@ HEARTBEAT_SENT = "tier:heartbeat"
 
 #: The host tier's host-wide counts (region counters `tier:stat:<name>`), for the metrics.
 STATS = {
-    "redis_calls": "Lease and return calls the host tier made to Redis.",
+    "redis_calls": "Lease, return and deferred-increment calls the host tier made to Redis.",
     "redis_failures": "Of those, calls that failed or timed out.",
     "redis_wait_us": "Microseconds requests waited on the host tier's Redis calls.",
     "granted_units": "Units Redis granted to this host's leases (requests' own units included).",
     "returned_units": "Unspent units given back to Redis (idle and at shutdown).",
     "stranded_units": "Granted units left unkept because their window was ending (counted in Redis, never spent).",
+    "deferred_increments": "Post-call token increments of counters without a token limit, sent to Redis summed once a flush interval.",
+    "settled_units": "Tokens of post-call reconciliations settled in this host's leases instead of Redis.",
     "policy_admitted_units": "Units the down policy admitted while Redis could not be reached.",
     "transitions": "Redis lost / Redis back transitions of this host (two processes recovering at once may count one twice).",
 }
@@ -208,8 +210,8 @@ class HostTier:
         self._return = redis.register_script(RETURN_SCRIPT)
         #: counter key -> its Limit, for give_back()
         self._seen: Dict[str, Limit] = {}
-        #: counter key -> region-clock second the units of this process's last refill end
-        self._deadlines: Dict[str, int] = {}
+        #: counter key -> (window start, region-clock second its units end) of this process's last refill
+        self._deadlines: Dict[str, Tuple[int, int]] = {}
         #: counter key -> clock of this process's last admit on it, for idle returns
         self._last_use: Dict[str, float] = {}
         self._idle_task: Optional["asyncio.Task[None]"] = None
@@ -364,7 +366,7 @@ class HostTier:
         for i, stamp in taken:
             self.region.lease_untake(limits[i].counter_key, stamp, limits[i].cost)
 
-    def _stat(self, name: str, n: int) -> None:
+    def stat(self, name: str, n: int) -> None:
         if n:
             self.region.counter_add(stat_key(name), n, 0.0)
 
@@ -377,12 +379,12 @@ class HostTier:
     def _failed(self, error: BaseException) -> None:
         """One more failed call; the breaker opens for the host after failures_to_open in a
         row. The first failure after a success is the host's "Redis lost" transition."""
-        self._stat("redis_failures", 1)
+        self.stat("redis_failures", 1)
         failures = self.region.counter_add(BREAKER_FAILURES, 1, 0.0)
         if failures >= self.failures_to_open:
             self.region.value_set(BREAKER_OPEN, 0, 1, self.retry_s)
         if failures == 1:
-            self._stat("transitions", 1)
+            self.stat("transitions", 1)
             log.warning("fast_litellm: host tier: Redis unreachable (%s: %s): %s until it answers",
                         type(error).__name__, error, self.down_policy)
 
@@ -390,7 +392,7 @@ class HostTier:
         """A call succeeded: after failures, the host's "Redis back" transition."""
         failures = self.region.counter_get(BREAKER_FAILURES) or 0
         if failures and self.region.counter_add(BREAKER_FAILURES, -failures, 0.0) == 0:
-            self._stat("transitions", 1)
+            self.stat("transitions", 1)
             log.warning("fast_litellm: host tier: Redis answers again; what was admitted meanwhile is charged to it")
 
     def _without_redis(self, lim: Limit) -> Tuple[int, int]:
@@ -402,7 +404,7 @@ class HostTier:
             if not self.region.hit(f"tier-share:{lim.counter_key}", share, float(lim.window_s), lim.cost).allowed:
                 return 0, 0
         self.region.counter_add(self._debt_key(lim), lim.cost, 0.0)  # charged to Redis when it is back
-        self._stat("policy_admitted_units", lim.cost)
+        self.stat("policy_admitted_units", lim.cost)
         return lim.cost, 0
 
     @staticmethod
@@ -443,11 +445,11 @@ class HostTier:
         keys.append(HOSTS_KEY)
         beat = self.region.hit(HEARTBEAT_SENT, 1, 1.0, 1).allowed
         call_args: List[Any] = [*args, self.host_id if beat else ""]
-        self._stat("redis_calls", 1)
+        self.stat("redis_calls", 1)
         try:
             reply = [int(v) for v in await asyncio.wait_for(self._lease(keys=keys, args=call_args), self.timeout_s)]
         except Exception as error:  # noqa: BLE001 - Redis slow or down: the policy answers
-            self._stat("redis_wait_us", int((_clock_s() - sent) * 1e6))
+            self.stat("redis_wait_us", int((_clock_s() - sent) * 1e6))
             # A call that timed out may still have run: its grants are then stranded (counted,
             # never spent) and its debts charged while they are also kept here (charged twice):
             # both err towards admitting less, never more.
@@ -456,19 +458,19 @@ class HostTier:
         for lim, debt in zip(limits, debts):
             if debt:
                 self.region.counter_add(self._debt_key(lim), -debt, 0.0)
-        self._stat("redis_wait_us", int((_clock_s() - sent) * 1e6))
+        self.stat("redis_wait_us", int((_clock_s() - sent) * 1e6))
         self._answered()
         # Kept for an hour: through an outage it is what the local share divides by.
         if reply[-1]:
             self.region.value_set(HOSTS_HEARD, 0, reply[-1], 3600.0)
-        self._stat("granted_units", sum(reply[4 * n] for n in range(len(limits))))
+        self.stat("granted_units", sum(reply[4 * n] for n in range(len(limits))))
         out = []
         for n, (lim, want) in enumerate(zip(limits, wants)):
             grant, start, now, counter = reply[4 * n: 4 * n + 4]
             # Whole seconds of the window left for sure: Redis's `now` is truncated, and
             # `sent` was read before the call, so sent + left is never past the true end.
             left = start + lim.window_s - now - 1
-            self._deadlines[lim.counter_key] = int(sent + left) if left > 0 else 0
+            self._deadlines[lim.counter_key] = (start, int(sent + left) if left > 0 else 0)
             self._sized(lim, want, sent, counter)
             if grant < lim.cost and lim.dry_poll:
                 self.region.value_set(self._dry_key(lim), start, 1, min(self.poll_s, max(left, 0.001)))
@@ -478,12 +480,43 @@ class HostTier:
     def _keep(self, lim: Limit, start: int, units: int) -> None:
         """Puts `units` granted in window `start` into the host's lease, if time is left to
         spend them; otherwise they stay counted in Redis and unspent (stranded)."""
-        end = self._deadlines.get(lim.counter_key, 0)
+        window, end = self._deadlines.get(lim.counter_key, (0, 0))
+        if window != start:
+            end = 0
         # Window 0: units the down policy admitted, not granted by Redis: never kept.
         if units > 0 and start and end > _clock_s():
             self.region.lease_grant(lim.counter_key, start, units, end)
         elif units > 0 and start:
-            self._stat("stranded_units", units)
+            self.stat("stranded_units", units)
+
+    def settle(self, counter_key: str, delta: int, window: Optional[int] = None) -> int:
+        """A post-call adjustment of a counter (LiteLLM's reconciliation, actual - reserved),
+        made in the host's live lease of the counter instead of Redis when there is one (of
+        `window`, when the adjustment is guarded by it): a refund goes into the lease, an extra
+        charge is taken from it. Redis's counter holds leased units either way, so its count of
+        the window stays what LiteLLM's INCRBY would make it. Returns what is left for Redis:
+        0, or `delta` when the lease cannot take it (no window of this process's refills live,
+        or too few units for a charge)."""
+        # The window this process last refilled in, while it is live: a spent lease is refilled
+        # by a refund, a lease of a newer window (another worker's refill) is not this one.
+        known, end = self._deadlines.get(counter_key, (0, 0))
+        stamp, _ = self.region.lease_left(counter_key)
+        if not delta or not known or end <= _clock_s() or window not in (None, known) or stamp not in (0, known):
+            return delta
+        stamp = known
+        if delta < 0:
+            if not self.region.lease_grant(counter_key, stamp, -delta, end):
+                return delta
+            self.stat("settled_units", -delta)
+            return 0
+        taken, took_from, _ = self.region.lease_take(counter_key, delta)
+        if taken and took_from != stamp:  # another window's lease: not the one this charge is of
+            self.region.lease_untake(counter_key, took_from, delta)
+            return delta
+        if not taken:
+            return delta
+        self.stat("settled_units", delta)
+        return 0
 
     async def _return_idle(self) -> None:
         """Gives back the leases of keys this process has not asked for in idle_s, so that
@@ -533,7 +566,7 @@ class HostTier:
         for lim, stamp, left in pairs:
             redis_keys += [lim.window_key, lim.counter_key]
             args += [stamp, left]
-        self._stat("redis_calls", 1)
+        self.stat("redis_calls", 1)
         returned = sum(int(v) for v in await self._return(keys=redis_keys, args=args))
-        self._stat("returned_units", returned)
+        self.stat("returned_units", returned)
         return returned

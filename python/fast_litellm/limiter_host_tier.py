@@ -21,10 +21,16 @@ What this does
     TPM reservations (`reserve_tpm_tokens` and every other check-and-increment by N, which
     LiteLLM runs as CHECK_AND_INCREMENT_BY_N_SCRIPT once per descriptor in
     `_atomic_lua_per_descriptor`) take their tokens from the host's leases, all or nothing.
+    The post-call token increments (`async_increment_tokens_with_ttl_preservation`, and the
+    window-guarded `async_increment_reservation_aware_tokens`): an increment of a counter with
+    a token limit is settled in the host's lease of the live window when this process holds
+    its window (`HostTier.settle`: a refund goes into the lease, an extra charge comes out of
+    it), and one of a counter no token limit reads (no pre-call check of this process saw a
+    token limit on it in TOKEN_LIMITED_S) is summed with the others of its counter and sent
+    once per flush_s in LiteLLM's own TOKEN_INCREMENT_SCRIPT. LiteLLM sends the rest.
     Everything else stays LiteLLM's: the statuses and headers (built by LiteLLM's own
-    `_build_atomic_response` from the reply its script would have given), the post-call
-    reconciliation (its INCRBY of actual - reserved, one script per request),
-    and the max_parallel_requests gauges (one Redis call each).
+    `_build_atomic_response` from the reply its script would have given) and the
+    max_parallel_requests gauges (one Redis call each).
     A request with a `:tokens` pair in the batch step (TPM reservations turned off with
     LITELLM_TPM_TOKEN_RESERVATION_ENABLED=false) is declined to LiteLLM's script whole, and so
     is a check-and-increment by 0 (a read of the count).
@@ -35,6 +41,11 @@ Differences from LiteLLM accepted
       the exact count after this request.
     - Redis counts units granted to hosts, not requests seen: a refused request is not
       counted (LiteLLM's INCR counts it), so a counter does not grow past the limit.
+    - A refund settled in the lease is this host's to spend until it is idle for idle_s (then
+      returned), where LiteLLM's DECRBY gives it to every host at once.
+    - Token counts of counters no limit reads reach Redis up to flush_s late (a limit set at
+      run time sees that much of their usage late; LiteLLM's own key cache already delays a new
+      limit by its TTL), and a killed worker loses its last flush_s of them.
     - While Redis cannot be reached, a reservation the down policy admits has window 0, so
       LiteLLM's window-guarded reconciliation skips it: the usage is charged at the estimate
       (the debt) when Redis is back.
@@ -44,11 +55,13 @@ whenever Redis is configured, as before). FAST_LITELLM_REDIS_HOSTS (default 1) i
 hosts share the Redis at least (the hosts heard from through the lease calls' heartbeat count
 when more): it sizes the leases, never their correctness, and divides the local share of
 FAST_LITELLM_REDIS_DOWN_POLICY=local-share. FAST_LITELLM_REDIS_TIMEOUT_MS (250) bounds a
-lease call.
+lease call. FAST_LITELLM_REDIS_FLUSH_MS (1000; 0 sends each increment as LiteLLM does) is flush_s.
 """
 
 from __future__ import annotations
 
+import asyncio
+import atexit
 import contextvars
 import inspect
 import logging
@@ -56,9 +69,9 @@ import weakref
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from . import shm
-from ._acceleration import Decline
+from ._acceleration import Decline, OriginalRaised
 from ._config import HostTierSettings
-from .host_tier import HostTier, Limit
+from .host_tier import HostTier, Limit, _clock_s
 
 log = logging.getLogger("fast_litellm")
 
@@ -66,6 +79,13 @@ log = logging.getLogger("fast_litellm")
 _metadata: "contextvars.ContextVar[Optional[Mapping[str, Any]]]" = contextvars.ContextVar(
     "fast_litellm_window_metadata", default=None)
 _tiers: "weakref.WeakKeyDictionary[Any, HostTier]" = weakref.WeakKeyDictionary()
+_deferred: "weakref.WeakKeyDictionary[Any, _DeferredIncrements]" = weakref.WeakKeyDictionary()
+#: `{scope}:tokens` counters this process saw a token limit on in a pre-call check -> when (clock s).
+_token_limited: Dict[str, float] = {}
+#: How long a counter seen with a token limit stays treated as limited without being seen again.
+TOKEN_LIMITED_S = 600.0
+#: rate_limit fields of a descriptor that are not token limits.
+_NOT_TOKEN_LIMITS = ("requests_per_unit", "max_parallel_requests", "window_size")
 _region: Optional[shm.Region] = None
 _settings: Optional[HostTierSettings] = None
 
@@ -78,6 +98,10 @@ class _LiteLLMRedis:
 
     def register_script(self, script: str) -> Any:
         return self.cache.async_register_script(script)
+
+
+def _without_redis(limiter: Any) -> bool:
+    return getattr(limiter.internal_usage_cache.dual_cache, "redis_cache", None) is None
 
 
 def _tier(limiter: Any) -> HostTier:
@@ -107,17 +131,198 @@ def _cluster(limiter: Any) -> bool:
     return True
 
 
+def _note_token_limits(descriptors: Sequence[Any]) -> None:
+    """Records the `:tokens` counters of descriptors that carry any token limit (TPM, or any
+    rate_limit field but requests, parallel requests and the window), so that their post-call
+    increments are never deferred."""
+    now = _clock_s()
+    for descriptor in descriptors:
+        rate_limit = descriptor.get("rate_limit") or {}
+        if any(v is not None for k, v in rate_limit.items() if k not in _NOT_TOKEN_LIMITS):
+            _token_limited[f"{{{descriptor['key']}:{descriptor['value']}}}:tokens"] = now
+
+
 def collect_windowed_keys_and_gauges(original: Any) -> Any:
     """LiteLLM's own `original`, keeping the limits it gathers for the Redis step of the same
-    request. (The original is held in the closure, where the import-order check does not
-    take it for a stale copy.)"""
+    request, and noting which counters have a token limit. (The original is held in the
+    closure, where the import-order check does not take it for a stale copy.)"""
 
     def collect(self: Any, descriptors: Sequence[Any], skip_tpm_check: bool) -> Any:
+        _note_token_limits(descriptors)
         result = original(self, descriptors=descriptors, skip_tpm_check=skip_tpm_check)
         _metadata.set(result[1])
         return result
 
     return collect
+
+
+class _DeferredIncrements:
+    """Post-call token increments of counters that no limit reads (a scope with no token
+    limit: LiteLLM counts its tokens all the same), summed per counter in this process and sent
+    to Redis once per flush_s in LiteLLM's own TOKEN_INCREMENT_SCRIPT, instead of one script
+    call per request. A failed send keeps the sums for the next one."""
+
+    def __init__(self, limiter: Any, tier: HostTier, flush_s: float, script_text: str) -> None:
+        self.script = limiter.token_increment_script
+        self.tier = tier
+        self.flush_s = flush_s
+        #: counter key -> [summed increment, its TTL in seconds]
+        self.pending: Dict[str, List[float]] = {}
+        self._task: Optional["asyncio.Task[None]"] = None
+        self._failing = False
+        # A worker that exits (gunicorn's sys.exit) sends what it holds with LiteLLM's sync client.
+        sync_client = getattr(limiter.internal_usage_cache.dual_cache.redis_cache, "redis_client", None)
+        if sync_client is not None and hasattr(sync_client, "register_script"):
+            atexit.register(self._flush_at_exit, sync_client.register_script(script_text))
+
+    def add(self, key: str, increment: float, ttl: Optional[int]) -> None:
+        loop = asyncio.get_running_loop()
+        if self._task is None or self._task.done() or self._task.get_loop() is not loop:
+            self._task = loop.create_task(self._run())
+        held = self.pending.setdefault(key, [0.0, float(ttl or 0)])
+        held[0] += increment
+        self.tier.stat("deferred_increments", 1)
+
+    async def _run(self) -> None:
+        while True:
+            await asyncio.sleep(self.flush_s)
+            await self.flush()
+            cutoff = _clock_s() - TOKEN_LIMITED_S
+            for key in [k for k, seen in _token_limited.items() if seen < cutoff]:
+                del _token_limited[key]
+
+    def _chunks(self) -> List[Tuple[List[str], List[Any]]]:
+        """Takes what is pending: (keys, ARGV) of script calls of at most 500 counters."""
+        batch, self.pending = self.pending, {}
+        items = [(k, v) for k, v in batch.items() if v[0]]
+        out = []
+        for start in range(0, len(items), 500):
+            chunk = items[start:start + 500]
+            args: List[Any] = []
+            for _, (increment, ttl) in chunk:
+                args += [int(increment) if increment.is_integer() else increment, int(ttl)]
+            out.append(([k for k, _ in chunk], args))
+        return out
+
+    def _keep(self, keys: List[str], args: List[Any]) -> None:
+        for n, key in enumerate(keys):
+            held = self.pending.setdefault(key, [0.0, float(args[2 * n + 1])])
+            held[0] += float(args[2 * n])
+
+    def _flush_at_exit(self, sync_script: Any) -> None:
+        for keys, args in self._chunks():
+            try:
+                sync_script(keys=keys, args=args)
+            except Exception as error:  # noqa: BLE001 - exiting: say what is lost
+                log.warning("fast_litellm: %d deferred token counts not sent to Redis at exit: %s", len(keys), error)
+
+    async def flush(self) -> None:
+        chunks = self._chunks()
+        for n, (keys, args) in enumerate(chunks):
+            self.tier.stat("redis_calls", 1)
+            try:
+                await asyncio.wait_for(self.script(keys=keys, args=args), self.tier.timeout_s * 4)
+            except Exception as error:  # noqa: BLE001 - Redis down: kept for the next flush
+                self.tier.stat("redis_failures", 1)
+                if not self._failing:
+                    log.warning("fast_litellm: sending deferred token counts to Redis failed (kept for the next "
+                                "flush): %s", error)
+                self._failing = True
+                # (A call that timed out may have run: then it is counted twice, which admits less.)
+                for rest in chunks[n:]:
+                    self._keep(*rest)
+                return
+            self._failing = False
+
+
+def _deferrals(limiter: Any, tier: HostTier) -> Optional[_DeferredIncrements]:
+    if _settings is None or not _settings.flush_s or getattr(limiter, "token_increment_script", None) is None:
+        return None
+    deferred = _deferred.get(limiter)
+    if deferred is None:
+        script_text = getattr(inspect.getmodule(type(limiter)), "TOKEN_INCREMENT_SCRIPT", None)
+        if not isinstance(script_text, str):
+            return None
+        deferred = _deferred[limiter] = _DeferredIncrements(limiter, tier, _settings.flush_s, script_text)
+    return deferred
+
+
+def _left_for_redis(tier: HostTier, deferred: Optional[_DeferredIncrements], op: Mapping[str, Any],
+                    window: Optional[int]) -> bool:
+    """Settles `op` in the host's lease (a counter with a token limit) or defers it (one
+    without, unguarded); whether LiteLLM must still send it to Redis."""
+    key, increment = op["key"], op["increment_value"]
+    if not isinstance(increment, (int, float)) or not float(increment).is_integer():
+        return True
+    if key in _token_limited or window is not None:
+        try:
+            return tier.settle(key, int(increment), window) != 0
+        except shm.RegionFullError:
+            return True
+    if deferred is not None and key.endswith(":tokens"):
+        deferred.add(key, float(increment), op.get("ttl"))
+        return False
+    return True
+
+
+def increment_tokens_with_ttl_preservation(original: Any) -> Any:
+    """LiteLLM's post-call token increments (`async_increment_tokens_with_ttl_preservation`,
+    unguarded INCRBYs of actual - reserved, or of the usage where nothing was reserved): those
+    of a counter with a token limit that this host leases are settled in the lease
+    (`HostTier.settle`), those of a counter without one are deferred, and LiteLLM sends the rest
+    as it does. (The original is held in the closure, as above.)"""
+
+    async def increment(self: Any, pipeline_operations: List[Any], parent_otel_span: Any = None) -> None:
+        if _without_redis(self):  # the region limiter's own path (limiter.py), under `original`
+            await original(self, pipeline_operations=pipeline_operations, parent_otel_span=parent_otel_span)
+            return
+        if _cluster(self):
+            raise Decline("Redis Cluster")
+        tier = _tier(self)
+        deferred = _deferrals(self, tier)
+        rest = [op for op in pipeline_operations if _left_for_redis(tier, deferred, op, None)]
+        if rest:
+            try:
+                await original(self, pipeline_operations=rest, parent_otel_span=parent_otel_span)
+            except Exception as error:
+                raise OriginalRaised(error) from error
+
+    return increment
+
+
+def _window_start(raw: Any) -> Optional[int]:
+    try:
+        start = float(raw)
+    except (TypeError, ValueError):
+        return None
+    return int(start) if start.is_integer() and start > 0 else None
+
+
+def increment_reservation_aware_tokens(original: Any) -> Any:
+    """LiteLLM's window-guarded post-call reconciliations (`async_increment_reservation_aware_tokens`):
+    those of a Redis window this host holds the lease of are settled in the lease; the rest,
+    and every one of LiteLLM's in-memory reservations, are LiteLLM's."""
+
+    async def increment(self: Any, pipeline_operations: Sequence[Any], parent_otel_span: Any = None) -> None:
+        if _without_redis(self):
+            await original(self, pipeline_operations=pipeline_operations, parent_otel_span=parent_otel_span)
+            return
+        if _cluster(self):
+            raise Decline("Redis Cluster")
+        tier = _tier(self)
+        rest = []
+        for op in pipeline_operations:
+            window = _window_start(op.get("expected_window_start"))
+            guarded = op.get("window_key") is not None and op.get("reservation_backend") != "local"
+            if not guarded or window is None or _left_for_redis(tier, None, op, window):
+                rest.append(op)
+        if rest:
+            try:
+                await original(self, pipeline_operations=tuple(rest), parent_otel_span=parent_otel_span)
+            except Exception as error:
+                raise OriginalRaised(error) from error
+
+    return increment
 
 
 def pre_read(limiter: Any, keys: List[str]) -> List[Optional[int]]:
@@ -174,8 +379,11 @@ async def atomic_lua_per_descriptor(self: Any, descriptor_groups: List[Tuple[Any
     if _cluster(self):
         raise Decline("Redis Cluster: a lease call would span hash slots")
     limits: List[Limit] = []
+    now = _clock_s()
     for _keys, _args, group in descriptor_groups:
         for meta in group:
+            if meta["rate_limit_type"] != "requests":
+                _token_limited[meta["counter_key"]] = now
             if int(meta["increment"]) <= 0:
                 raise Decline("an increment of 0 is a read of the count: LiteLLM's script answers it")
             limits.append(Limit(meta["window_key"], meta["counter_key"], int(meta["current_limit"]),
@@ -213,6 +421,8 @@ def patches(prl: Any) -> List[Tuple[Any, str, Tuple[str, ...], Any]]:
     shape check."""
     L = prl._PROXY_MaxParallelRequestsHandler_v3
     collect = inspect.getattr_static(L, "_collect_windowed_keys_and_gauges", None)
+    unguarded = inspect.getattr_static(L, "async_increment_tokens_with_ttl_preservation", None)
+    guarded = inspect.getattr_static(L, "async_increment_reservation_aware_tokens", None)
     return [
         (L, "_collect_windowed_keys_and_gauges", ("self", "descriptors", "skip_tpm_check"),
          collect_windowed_keys_and_gauges(collect)),
@@ -220,6 +430,10 @@ def patches(prl: Any) -> List[Tuple[Any, str, Tuple[str, ...], Any]]:
          execute_redis_batch_rate_limiter_script),
         (L, "_atomic_lua_per_descriptor", ("self", "descriptor_groups", "parent_otel_span"),
          atomic_lua_per_descriptor),
+        (L, "async_increment_tokens_with_ttl_preservation", ("self", "pipeline_operations", "parent_otel_span"),
+         increment_tokens_with_ttl_preservation(unguarded)),
+        (L, "async_increment_reservation_aware_tokens", ("self", "pipeline_operations", "parent_otel_span"),
+         increment_reservation_aware_tokens(guarded)),
     ]
 
 
