@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Every benchmark: criterion over the engine, then the Python side-by-sides against LiteLLM
-# (counters, then the proxy limiter in-memory and with Redis). Arguments (--quick) go to the
-# Python benchmarks.
+# (counters, then the proxy limiter in-memory and with Redis, then whole proxies sharing a
+# Redis). Arguments (--quick) go to the Python benchmarks.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
@@ -11,5 +11,6 @@ export LITELLM_LOCAL_MODEL_COST_MAP=True FAST_LITELLM_SHM=off
 .venv/bin/python benches/bench_shm.py "$@"
 .venv/bin/python benches/bench_limiter.py "$@"
 .venv/bin/python benches/bench_host_tier.py "$@"
+.venv/bin/python benches/bench_host_tier_proxy.py "$@"
 .venv/bin/python benches/bench_tokens.py "$@"
 .venv/bin/python benches/bench_proxy.py "$@"

@@ -490,6 +490,65 @@ def test_with_redis_post_call_increments_are_settled_in_the_lease_or_deferred_or
     assert out["after_return"] == [10.0, 40.0, 40.0], out
 
 
+DEAD_HOST_SLOTS = PRELUDE + """
+import redis
+from litellm.caching.redis_cache import RedisCache
+from fast_litellm import limiter_host_tier
+
+# A gauge of 3 parallel requests in LiteLLM's Redis sorted set: a stock pod's slot (LiteLLM's
+# own acquire script), a slot of a host that dies holding it, and one of a live host.
+limiter_host_tier.SLOT_TTL_S, limiter_host_tier.SLOT_REFRESH_S = 3, 1.0
+port = int(os.environ["FL_REDIS_PORT"])
+r = redis.Redis(port=port)
+gauge_key = "{api_key:par}:max_parallel_requests"
+par = desc("api_key", "par", parallel=3)
+r.register_script(prl.PARALLEL_ACQUIRE_SCRIPT)(keys=[gauge_key], args=[3, 3600, "stock-1"])
+
+
+def limiter(host):
+    limiter_host_tier._region = shm.Region(os.environ["FAST_LITELLM_SHM"] + f"-host{host}")
+    return new_limiter(redis_cache=RedisCache(host="127.0.0.1", port=port))
+
+
+def dies_holding_a_slot(_):
+    lim = limiter(1)
+    code = asyncio.run(lim.should_rate_limit([par], parallel_slot_id="dead-1"))["overall_code"]
+    return code == "OK"  # then run_forked's os._exit: no release, no atexit, as a SIGKILL leaves it
+
+
+assert run_forked(1, dies_holding_a_slot) == [1]
+
+
+async def run():
+    lim = limiter(0)
+    out = {"live": (await lim.should_rate_limit([par], parallel_slot_id="live-1"))["overall_code"]}
+    out["fourth"] = (await lim.should_rate_limit([par], parallel_slot_id="x-1"))["overall_code"]
+    await asyncio.sleep(limiter_host_tier.SLOT_TTL_S + 2.5)  # the live slot is refreshed meanwhile
+    out["after_ttl"] = (await lim.should_rate_limit([par], parallel_slot_id="x-2"))["overall_code"]
+    out["members"] = sorted(m.decode() for m in r.zrange(gauge_key, 0, -1))
+    out["fifth"] = (await lim.should_rate_limit([par], parallel_slot_id="x-3"))["overall_code"]
+    return out
+
+
+emit(asyncio.run(run()))
+"""
+
+
+@pytest.mark.timeout(120)
+def test_with_redis_a_dead_hosts_parallel_request_slots_come_back_within_the_slot_ttl(region_path, redis_server):
+    """LiteLLM keeps a dead host's max_parallel_requests slots for an hour; through the host
+    tier they come back within SLOT_TTL_S (30 s; 3 here), while a live host's slots (refreshed)
+    and a stock pod's (LiteLLM's own hour) stay."""
+    import importlib.util
+
+    if importlib.util.find_spec("litellm.redis") is not None:  # 1.110 on
+        pytest.skip("no host tier for LiteLLM 1.110's RateLimitStore yet (docs/host-tier.md)")
+    out = run_python(DEAD_HOST_SLOTS, child_env(region_path, FL_REDIS_PORT=str(redis_server.port)))
+    assert (out["live"], out["fourth"]) == ("OK", "OVER_LIMIT"), out
+    assert out["after_ttl"] == "OK" and out["fifth"] == "OVER_LIMIT", out
+    assert out["members"] == ["live-1", "stock-1", "x-2"], out
+
+
 @pytest.mark.timeout(120)
 def test_with_redis_rpm_windows_and_tpm_reservations_go_through_the_host_tier(region_path, redis_server):
     import importlib.util

@@ -368,7 +368,10 @@ class HostTier:
 
     def stat(self, name: str, n: int) -> None:
         if n:
-            self.region.counter_add(stat_key(name), n, 0.0)
+            try:
+                self.region.counter_add(stat_key(name), n, 0.0)
+            except _native.RegionFullError:  # a full table must not undo the step it counts
+                pass
 
     # ---- Redis slow or down: the breaker, the policy, the debt -------------------------------
 

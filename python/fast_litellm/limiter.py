@@ -479,6 +479,10 @@ def _gauge_counts(limiter: Any, keys: Sequence[str]) -> List[int]:
 
 
 async def _read_local_gauge_counts(self: Any, gauge_keys: List[str], parent_otel_span: Any = None) -> List[int]:
+    if _region is not None and _dialect.uses_redis(self):
+        from .limiter_host_tier import gauge_pre_read
+
+        return gauge_pre_read(gauge_keys)
     return _gauge_counts(self, _dialect.gauge_keys(gauge_keys))
 
 
