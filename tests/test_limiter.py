@@ -706,6 +706,69 @@ def test_with_redis_configured_and_the_host_tier_off_litellm_keeps_its_own_path(
     assert out["status"]["declined"] == 7 and out["status"]["calls"] == 0
 
 
+FAIL_CLOSED = PRELUDE + """
+from litellm.caching.redis_cache import RedisCache
+from fast_litellm import limiter_host_tier
+
+# LiteLLM's fail_closed_rate_limit_enforcement with a Redis that refuses connections: the tier's
+# leases are empty, so a check it cannot verify is refused as LiteLLM refuses it (a 503), not
+# admitted by the down policy; with fail-closed off the policy admits (local-share).
+region_path = os.environ["FAST_LITELLM_SHM"] + "-closed"
+limiter_host_tier._region = shm.Region(region_path)
+rpm, tpm = desc("api_key", "fc", rpm=100), desc("team", "fc", tpm=1000)
+
+
+def limiter(fail_closed):
+    lim = new_limiter(redis_cache=RedisCache(host="127.0.0.1", port=int(os.environ["FL_DEAD_PORT"])))
+    lim._fail_closed_resolver = lambda: fail_closed
+    return lim
+
+
+async def answers(lim):
+    out = []
+    for check in (lambda: lim.should_rate_limit([rpm, tpm], skip_tpm_check=True),
+                  lambda: lim.reserve_tpm_tokens([tpm], 10)):
+        try:
+            out.append((await check())["overall_code"])
+        except Exception as error:
+            out.append(f"{type(error).__name__} {getattr(error, 'status_code', '')}")
+    return out
+
+
+out = {"tier_closed": asyncio.run(answers(limiter(True)))}
+region = shm.Region(region_path)
+out["refusals"] = region.counter_get("tier:stat:unverifiable_refusals")
+out["debt"] = [region.counter_get(f"tier-debt:{{{d['key']}:fc}}:{kind}") for d, kind in ((rpm, "requests"), (tpm, "tokens"))]
+out["tier_open"] = asyncio.run(answers(limiter(False)))
+out["status"] = fast_litellm.status()["rate_limiter"]
+fast_litellm.remove_acceleration()
+out["litellm_closed"] = asyncio.run(answers(limiter(True)))
+emit(out)
+"""
+
+
+@pytest.mark.timeout(60)
+def test_with_redis_unreachable_litellms_fail_closed_setting_refuses_what_the_tier_cannot_verify(region_path):
+    import importlib.util
+
+    if importlib.util.find_spec("litellm.redis") is not None:  # 1.110 on
+        pytest.skip("no host tier for LiteLLM 1.110's RateLimitStore yet (docs/host-tier.md)")
+    if not hasattr(__import__("litellm.proxy.hooks.parallel_request_limiter_v3", fromlist=["x"]),
+                   "RateLimitUnverifiableError"):
+        pytest.skip("this LiteLLM has no fail_closed_rate_limit_enforcement (from 1.105)")
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        dead_port = s.getsockname()[1]
+    out = run_python(FAIL_CLOSED, child_env(region_path, FL_DEAD_PORT=str(dead_port)))
+    assert out["litellm_closed"] == ["RateLimitUnverifiableError 503"] * 2, out
+    assert out["tier_closed"] == out["litellm_closed"], out
+    assert out["refusals"] == 2 and out["debt"] == [None, None], out  # refused: nothing admitted, nothing owed
+    assert out["tier_open"] == ["OK", "OK"], out
+    assert out["status"]["errors"] == 0, out["status"]
+    if os.path.exists(region_path + "-closed"):
+        os.unlink(region_path + "-closed")
+
+
 FULL_TABLE = PRELUDE + """
 lim = new_limiter()
 

@@ -48,8 +48,9 @@ class Decline(Exception):
 
 class OriginalRaised(Exception):
     """Raised by an accelerated path that called the original itself (for the part of the call
-    it does not handle) when the original raised: that error reaches the caller as it would
-    without fast_litellm, and the original is not run a second time."""
+    it does not handle) when the original raised, or that raised the host package's own answer
+    (its error for a request it refuses): that error reaches the caller as it would without
+    fast_litellm, and the original is not run a second time."""
 
     def __init__(self, error: BaseException) -> None:
         super().__init__(str(error))

@@ -24,7 +24,7 @@ import asyncio
 import logging
 import socket
 from dataclasses import dataclass
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 from . import _native
 
@@ -140,12 +140,19 @@ STATS = {
     "deferred_increments": "Post-call token increments of counters without a token limit, sent to Redis summed once a flush interval.",
     "settled_units": "Tokens of post-call reconciliations settled in this host's leases instead of Redis.",
     "policy_admitted_units": "Units the down policy admitted while Redis could not be reached.",
+    "unverifiable_refusals": "Checks refused as LiteLLM's fail_closed_rate_limit_enforcement refuses them (Redis unreachable, lease short).",
     "transitions": "Redis lost / Redis back transitions of this host (two processes recovering at once may count one twice).",
 }
 
 
 def stat_key(name: str) -> str:
     return f"tier:stat:{name}"
+
+
+class RedisUnverifiable(Exception):
+    """Redis cannot be reached, the lease is short and the caller asked to refuse what Redis
+    cannot verify (`HostTier.fail_closed`, LiteLLM's fail_closed_rate_limit_enforcement)
+    instead of following the down policy. Nothing of the request stays taken."""
 
 
 @dataclass(frozen=True)
@@ -194,6 +201,9 @@ class HostTier:
         if down_policy not in DOWN_POLICIES:
             raise ValueError(f"down_policy must be one of {', '.join(DOWN_POLICIES)}, got {down_policy!r}")
         self.down_policy = down_policy
+        #: Asked when Redis is down and a lease is short: True refuses (RedisUnverifiable) instead
+        #: of the down policy; units already granted by Redis are spent either way.
+        self.fail_closed: Callable[[], bool] = lambda: False
         self.timeout_s = timeout_s
         self.failures_to_open = failures_to_open
         self.retry_s = retry_s
@@ -291,7 +301,11 @@ class HostTier:
             out[i] = (True, stamp, self.estimate(limits[i]))
         ask = [i for i in ask if out[i] is None]
         if ask:
-            granted = await self._refill([limits[i] for i in ask])
+            try:
+                granted = await self._refill([limits[i] for i in ask])
+            except RedisUnverifiable:
+                self._untake(limits, [(i, o[1]) for i, o in enumerate(out) if o is not None and o[0]])
+                raise
             for i, (units, start) in zip(ask, granted):
                 lim = limits[i]
                 ok = units >= lim.cost
@@ -321,7 +335,11 @@ class HostTier:
             if self._dry(limits[i]):
                 self._untake(limits, taken)
                 return Admission(False, i, (), 0)
-        granted = await self._refill([limits[i] for i in missing])
+        try:
+            granted = await self._refill([limits[i] for i in missing])
+        except RedisUnverifiable:
+            self._untake(limits, taken)
+            raise
         direct: List[Tuple[int, int]] = []  # (index, window) of a cost taken straight from its grant
         denied: Optional[int] = None
         for i, (units, start) in zip(missing, granted):
@@ -398,6 +416,12 @@ class HostTier:
             self.stat("transitions", 1)
             log.warning("fast_litellm: host tier: Redis answers again; what was admitted meanwhile is charged to it")
 
+    def _policy_answers(self, limits: Sequence[Limit], why: str) -> List[Tuple[int, int]]:
+        if self.fail_closed():
+            self.stat("unverifiable_refusals", 1)
+            raise RedisUnverifiable(f"Redis unreachable ({why})")
+        return [self._without_redis(lim) for lim in limits]
+
     def _without_redis(self, lim: Limit) -> Tuple[int, int]:
         """The down policy's answer for one limit: (units for this request, window 0)."""
         if self.down_policy == "closed":
@@ -434,7 +458,7 @@ class HostTier:
         With Redis down or slow (the breaker, or a call that fails or outlasts timeout_s), the
         down policy answers for each instead, with window 0."""
         if self._redis_down():
-            return [self._without_redis(lim) for lim in limits]
+            return self._policy_answers(limits, "the breaker is open")
         sent = _clock_s()
         wants = [self._want(lim, lim.cost, sent) for lim in limits]
         debts = [self.region.counter_get(self._debt_key(lim)) or 0 for lim in limits]
@@ -457,7 +481,7 @@ class HostTier:
             # never spent) and its debts charged while they are also kept here (charged twice):
             # both err towards admitting less, never more.
             self._failed(error)
-            return [self._without_redis(lim) for lim in limits]
+            return self._policy_answers(limits, f"{type(error).__name__}: {error}")
         for lim, debt in zip(limits, debts):
             if debt:
                 self.region.counter_add(self._debt_key(lim), -debt, 0.0)

@@ -49,6 +49,9 @@ Differences from LiteLLM accepted
     - Token counts of counters no limit reads reach Redis up to flush_s late (a limit set at
       run time sees that much of their usage late; LiteLLM's own key cache already delays a new
       limit by its TTL), and a killed worker loses its last flush_s of them.
+    - With LiteLLM's fail_closed_rate_limit_enforcement, a check is refused (LiteLLM's own
+      RateLimitUnverifiableError) only when Redis cannot be reached and a lease is short: the
+      units a lease holds were granted by Redis and are spent without asking it again.
     - While Redis cannot be reached, a reservation the down policy admits has window 0, so
       LiteLLM's window-guarded reconciliation skips it: the usage is charged at the estimate
       (the debt) when Redis is back.
@@ -74,7 +77,7 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 from . import shm
 from ._acceleration import Decline, OriginalRaised
 from ._config import HostTierSettings
-from .host_tier import HostTier, Limit, _clock_s
+from .host_tier import HostTier, Limit, RedisUnverifiable, _clock_s
 
 log = logging.getLogger("fast_litellm")
 
@@ -115,7 +118,20 @@ def _tier(limiter: Any) -> HostTier:
             raise Decline("no region or no Redis")
         tier = _tiers[limiter] = HostTier(_region, _LiteLLMRedis(redis_cache), hosts=_settings.hosts,
                                           down_policy=_settings.down_policy, timeout_s=_settings.timeout_s)
+        fail_closed = getattr(limiter, "_fail_closed_resolver", None)  # from 1.105
+        if callable(fail_closed):
+            tier.fail_closed = lambda: bool(fail_closed())
     return tier
+
+
+def _refuse_unverifiable(limiter: Any, script: str, error: RedisUnverifiable) -> Exception:
+    """LiteLLM's own fail-closed refusal (RateLimitUnverifiableError, a 503) of a check the tier
+    could not verify, passed through the guard; a Decline if fail-closed was turned off since."""
+    try:
+        limiter._reject_if_rate_limit_unverifiable(script, error)
+    except Exception as refusal:  # noqa: BLE001 - LiteLLM's answer, whatever its type
+        return OriginalRaised(refusal)
+    return Decline("fail-closed is off: LiteLLM's own path answers")
 
 
 _warned_cluster = False
@@ -360,6 +376,8 @@ async def execute_redis_batch_rate_limiter_script(self: Any, keys_to_fetch: List
         limits.append(Limit(window_key, counter_key, int(meta["requests_limit"]), 1, size, size))
     try:
         answers = await _tier(self).admit_each(limits)
+    except RedisUnverifiable as error:
+        raise _refuse_unverifiable(self, "batch_rate_limiter_script", error) from error
     except shm.RegionFullError:
         raise Decline("region table full") from None
     values: List[Any] = []
@@ -395,6 +413,8 @@ async def atomic_lua_per_descriptor(self: Any, descriptor_groups: List[Tuple[Any
     tier = _tier(self)
     try:
         admission = await tier.admit(limits)
+    except RedisUnverifiable as error:
+        raise _refuse_unverifiable(self, "check_and_increment_by_n_script", error) from error
     except shm.RegionFullError:
         raise Decline("region table full") from None
     first = 0
