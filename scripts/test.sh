@@ -8,7 +8,7 @@ scripts/setup.sh
 scripts/ensure-redis.sh
 cargo test --release
 export LITELLM_LOCAL_MODEL_COST_MAP=True
-.venv/bin/python -m pytest -q tests
+.venv/bin/python -m pytest -q --durations=15 tests
 if [ "${MATRIX:-1}" != 0 ]; then
     scripts/matrix.sh
 fi
