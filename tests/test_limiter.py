@@ -493,11 +493,11 @@ def test_with_redis_post_call_increments_are_settled_in_the_lease_or_deferred_or
 DEAD_HOST_SLOTS = PRELUDE + """
 import redis
 from litellm.caching.redis_cache import RedisCache
-from fast_litellm import limiter_host_tier
+from fast_litellm import limiter_host_tier, limiter_host_tier_gauges
 
 # A gauge of 3 parallel requests in LiteLLM's Redis sorted set: a stock pod's slot (LiteLLM's
 # own acquire script), a slot of a host that dies holding it, and one of a live host.
-limiter_host_tier.SLOT_TTL_S, limiter_host_tier.SLOT_REFRESH_S = 3, 1.0
+limiter_host_tier_gauges.SLOT_TTL_S, limiter_host_tier_gauges.SLOT_REFRESH_S = 3, 1.0
 port = int(os.environ["FL_REDIS_PORT"])
 r = redis.Redis(port=port)
 gauge_key = "{api_key:par}:max_parallel_requests"
@@ -523,7 +523,7 @@ async def run():
     lim = limiter(0)
     out = {"live": (await lim.should_rate_limit([par], parallel_slot_id="live-1"))["overall_code"]}
     out["fourth"] = (await lim.should_rate_limit([par], parallel_slot_id="x-1"))["overall_code"]
-    await asyncio.sleep(limiter_host_tier.SLOT_TTL_S + 2.5)  # the live slot is refreshed meanwhile
+    await asyncio.sleep(limiter_host_tier_gauges.SLOT_TTL_S + 2.5)  # the live slot is refreshed meanwhile
     out["after_ttl"] = (await lim.should_rate_limit([par], parallel_slot_id="x-2"))["overall_code"]
     out["members"] = sorted(m.decode() for m in r.zrange(gauge_key, 0, -1))
     out["fifth"] = (await lim.should_rate_limit([par], parallel_slot_id="x-3"))["overall_code"]
@@ -573,6 +573,71 @@ def test_with_redis_rpm_windows_and_tpm_reservations_go_through_the_host_tier(re
     assert 0 < out["tpm_scripts"] <= refused + refills, f"{out['tpm_scripts']} script calls for 400 reservations"
     assert int(redis_server.client().get("{team:tpm-tier}:tokens")) == 8000
     assert int(redis_server.client().get("{user:tpm-tier}:tokens")) == 8000
+    for suffix in ("-host0", "-host1"):
+        if os.path.exists(region_path + suffix):
+            os.unlink(region_path + suffix)
+
+
+RPM_THROUGH_THE_TIER = PRELUDE + """
+import contextlib
+from litellm.caching.redis_cache import RedisCache
+
+try:  # 1.110: the proxy opens a native Redis batch around every request
+    from litellm.caching.redis_batch import request_redis_batch_scope
+except ImportError:
+    request_redis_batch_scope = contextlib.nullcontext
+
+
+def scripts_run():
+    import redis
+    stats = redis.Redis(port=int(os.environ["FL_REDIS_PORT"])).info("commandstats")
+    return sum(stats.get(f"cmdstat_{c}", {}).get("calls", 0) for c in ("eval", "evalsha"))
+
+
+# Two "hosts" (their own regions), two forked processes each, one real Redis. Each request as
+# the proxy makes it: the read-only check before the body (1.110's raise_if_over_limit_before_body),
+# then the check that counts it.
+def host(i):
+    from fast_litellm import limiter_host_tier
+    limiter_host_tier._region = shm.Region(os.environ["FAST_LITELLM_SHM"] + f"-host{i // 2}")
+    lim = new_limiter(redis_cache=RedisCache(host="127.0.0.1", port=int(os.environ["FL_REDIS_PORT"])))
+    d = desc("api_key", "every", rpm=12)
+
+    async def run():
+        admitted = refused_holding = 0
+        for _ in range(10):
+            with request_redis_batch_scope():
+                if (await lim.should_rate_limit([d], read_only=True))["overall_code"] != "OK":
+                    refused_holding += limiter_host_tier._region.lease_left("{api_key:every}:requests")[1] > 0
+                    continue
+                admitted += (await lim.should_rate_limit([d]))["overall_code"] == "OK"
+        await limiter_host_tier._tiers[lim].close()  # units left go back, as an idle worker's do
+        return admitted * 100 + refused_holding  # (run_forked passes an int)
+    return asyncio.run(run())
+
+
+before = scripts_run()
+race = [{"admitted": n // 100, "refused_holding": n % 100} for n in run_forked(4, host)]
+scripts = scripts_run() - before
+time.sleep(1.1)  # a refused host's dry marker lasts poll_s (1 s)
+rest = host(0) // 100
+emit({"race": race, "scripts": scripts, "rest": rest, "status": fast_litellm.status()["rate_limiter"]})
+"""
+
+
+@pytest.mark.timeout(120)
+def test_with_redis_rpm_windows_and_the_read_only_check_go_through_the_host_tier_on_every_release(
+        region_path, redis_server):
+    """On every release (1.110's RateLimitStore too): exactly the limit across hosts, with a
+    lease call for a fraction of the checks, and the read-only check never refusing a unit a
+    host holds (Redis's counter counts units leased, spent or not)."""
+    out = run_python(RPM_THROUGH_THE_TIER, child_env(region_path, FL_REDIS_PORT=str(redis_server.port)))
+    admitted = sum(r["admitted"] for r in out["race"])
+    assert admitted <= 12 and admitted + out["rest"] == 12, out
+    assert int(redis_server.client().get("{api_key:every}:requests")) == 12
+    assert [r["refused_holding"] for r in out["race"]] == [0] * 4, "a read-only check refused a unit the host held"
+    assert 0 < out["scripts"] < 40, f"{out['scripts']} script calls for 40 checks: the lease, not one per check"
+    assert out["status"]["errors"] == 0, out["status"]
     for suffix in ("-host0", "-host1"):
         if os.path.exists(region_path + suffix):
             os.unlink(region_path + suffix)

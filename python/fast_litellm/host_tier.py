@@ -273,7 +273,7 @@ class HostTier:
             self._seen[lim.counter_key] = lim
             self._last_use[lim.counter_key] = now
 
-    def _dry(self, lim: Limit) -> bool:
+    def dry(self, lim: Limit) -> bool:
         """Whether Redis refused this limit less than poll_s ago (then it is not asked again)."""
         return self.region.value_get(self._dry_key(lim)) is not None
 
@@ -293,7 +293,7 @@ class HostTier:
             ok, stamp, _ = self.region.lease_take(lim.counter_key, lim.cost)
             if ok:
                 out[i] = (True, stamp, self.estimate(lim))
-            elif self._dry(lim):
+            elif self.dry(lim):
                 out[i] = (False, 0, lim.limit)
             else:
                 ask.append(i)
@@ -332,7 +332,7 @@ class HostTier:
             return Admission(True, None, tuple(windows[i] for i in range(len(limits))), 0)
         # A limit Redis refused less than poll_s ago is refused again without asking.
         for i in missing:
-            if self._dry(limits[i]):
+            if self.dry(limits[i]):
                 self._untake(limits, taken)
                 return Admission(False, i, (), 0)
         try:

@@ -349,6 +349,10 @@ async def _batch_get_counter_values(
 
 
 def _local_counter_states(self: Any, counters: Sequence[Any]) -> List[Any]:
+    if _region is not None and _dialect.uses_redis(self):
+        from .limiter_host_tier import store_pre_read
+
+        return store_pre_read(self, counters)
     return _read(self, _dialect.pairs(counters))
 
 
@@ -480,7 +484,7 @@ def _gauge_counts(limiter: Any, keys: Sequence[str]) -> List[int]:
 
 async def _read_local_gauge_counts(self: Any, gauge_keys: List[str], parent_otel_span: Any = None) -> List[int]:
     if _region is not None and _dialect.uses_redis(self):
-        from .limiter_host_tier import gauge_pre_read
+        from .limiter_host_tier_gauges import gauge_pre_read
 
         return gauge_pre_read(gauge_keys)
     return _gauge_counts(self, _dialect.gauge_keys(gauge_keys))
@@ -682,12 +686,8 @@ def _install_host_tier(c: Component, prl: Any, region: shm.Region, dialect: str)
     if not settings.on:
         log.info("fast_litellm: %s: host tier off (FAST_LITELLM_HOST_TIER=off)", c.name)
         return
-    if dialect != "keys":
-        log.info("fast_litellm: %s: no host tier for LiteLLM's RateLimitStore (1.110) yet: with Redis, "
-                 "LiteLLM's own Redis path runs", c.name)
-        return
-    patches = tier.patches(prl)
-    listed = problems([Shape(owner, name, {"keys": params}) for owner, name, params, _ in patches])
+    patches = tier.patches(prl) if dialect == "keys" else tier.store_patches(prl)
+    listed = problems([Shape(owner, name, {dialect: params}) for owner, name, params, _ in patches])
     if listed:
         log.warning("fast_litellm: %s: host tier off, this LiteLLM's Redis step differs: %s", c.name,
                     "; ".join(listed))

@@ -1,5 +1,6 @@
 """rate_limiter with Redis: the host tier (fast_litellm.host_tier) for the v3 limiter's rpm
-windows and TPM reservations, when LiteLLM is configured with Redis (docs/host-tier.md).
+windows and TPM reservations, when LiteLLM is configured with Redis (docs/host-tier.md); on
+LiteLLM 1.110's RateLimitStore, the rpm windows only (store_patches).
 
 What LiteLLM does
     `should_rate_limit` sends every (window, counter) pair of a request to Redis in
@@ -13,6 +14,8 @@ What this does
     pairs that lack units). Each pair counts on its own, as LiteLLM's INCR does. A pair that
     gets its unit reports an estimate of the window's count (at most the limit); one that
     does not reports limit + 1, so LiteLLM's own check refuses it.
+    The read-only check (before the request's body, from 1.109) is answered from the lease
+    too: Redis's counter counts units leased, spent or not (`_read_only_count`).
     The pre-read of LiteLLM's in-memory mirror of Redis (`_batch_get_counter_values`,
     local_only) answers "nothing known" for such requests, so each goes on to the lease: a
     refused key is refused there without a Redis call (the dry marker), and admitted again as
@@ -31,7 +34,7 @@ What this does
     The max_parallel_requests gauges stay LiteLLM's sorted sets, acquired by LiteLLM's own
     acquire script (one Redis call each, atomic: a slot cannot be leased), run after a
     prologue that drops the slots of hosts that stopped refreshing them for SLOT_TTL_S (30 s;
-    LiteLLM keeps a dead host's slots for an hour). Everything else stays LiteLLM's: the
+    LiteLLM keeps a dead host's slots for an hour): limiter_host_tier_gauges. Everything else stays LiteLLM's: the
     statuses and headers (built by LiteLLM's own `_build_atomic_response` from the reply its
     script would have given).
     A request with a `:tokens` pair in the batch step (TPM reservations turned off with
@@ -107,6 +110,9 @@ class _LiteLLMRedis:
 
 
 def _without_redis(limiter: Any) -> bool:
+    store = getattr(limiter, "rate_limits", None)  # 1.110's RateLimitStore
+    if store is not None:
+        return not store.has_redis
     return getattr(limiter.internal_usage_cache.dual_cache, "redis_cache", None) is None
 
 
@@ -141,9 +147,15 @@ def _cluster(limiter: Any) -> bool:
     """Redis Cluster is not served yet (one lease call takes the pairs of several descriptors,
     which live in different hash slots): LiteLLM's own path runs, said once."""
     global _warned_cluster
-    is_cluster = getattr(limiter, "_is_redis_cluster", None)
-    if not (callable(is_cluster) and is_cluster()):
-        return False
+    is_cluster = getattr(limiter, "_is_redis_cluster", None)  # up to 1.109
+    if callable(is_cluster):
+        if not is_cluster():
+            return False
+    else:
+        from litellm.caching.redis_cluster_cache import RedisClusterCache
+
+        if not isinstance(limiter.internal_usage_cache.dual_cache.redis_cache, RedisClusterCache):
+            return False
     if not _warned_cluster:
         _warned_cluster = True
         log.warning("fast_litellm: host tier off for Redis Cluster (not served yet): LiteLLM's own Redis path runs")
@@ -358,32 +370,111 @@ def pre_read(limiter: Any, keys: List[str]) -> List[Optional[int]]:
     return [None] * len(keys)
 
 
-async def execute_redis_batch_rate_limiter_script(self: Any, keys_to_fetch: List[str], now_int: int) -> List[Any]:
-    from .limiter import _pairs
-
+def _request_limits(limiter: Any, pairs: Sequence[Tuple[str, str]], metadata_keys: Sequence[Any]) -> List[Limit]:
+    """The Limits of a request's (window key, counter key) pairs, with the limits
+    `_collect_windowed_keys_and_gauges` gathered (keyed by window key up to 1.109, by
+    RateLimitScope from 1.110); declined unless every pair is an rpm window."""
     metadata = _metadata.get()
     if metadata is None:
         raise Decline("no limits gathered for this request")
-    if _cluster(self):
+    if _cluster(limiter):
         raise Decline("Redis Cluster: a lease call would span hash slots")
-    pairs = _pairs(keys_to_fetch)
+    size = int(limiter.window_size)
     limits: List[Limit] = []
-    for window_key, counter_key in pairs:
-        meta: Optional[Dict[str, Any]] = metadata.get(window_key)
+    for (window_key, counter_key), metadata_key in zip(pairs, metadata_keys):
+        meta: Optional[Mapping[str, Any]] = metadata.get(metadata_key)
         if not counter_key.endswith(":requests") or meta is None or meta.get("requests_limit") is None:
             raise Decline("a tokens counter: LiteLLM's script counts it")
-        size = int(self.window_size)
         limits.append(Limit(window_key, counter_key, int(meta["requests_limit"]), 1, size, size))
+    return limits
+
+
+async def _admit_windows(limiter: Any, limits: Sequence[Limit], now_int: int) -> List[Tuple[str, int]]:
+    """(window start, count) per limit, as LiteLLM's batch script answers: a refused one with
+    limit + 1, so LiteLLM's own check refuses it."""
     try:
-        answers = await _tier(self).admit_each(limits)
+        answers = await _tier(limiter).admit_each(limits)
     except RedisUnverifiable as error:
-        raise _refuse_unverifiable(self, "batch_rate_limiter_script", error) from error
+        raise _refuse_unverifiable(limiter, "batch_rate_limiter_script", error) from error
     except shm.RegionFullError:
         raise Decline("region table full") from None
+    return [(str(start or now_int), count if taken else lim.limit + 1)
+            for lim, (taken, start, count) in zip(limits, answers)]
+
+
+async def execute_redis_batch_rate_limiter_script(self: Any, keys_to_fetch: List[str], now_int: int) -> List[Any]:
+    from .limiter import _pairs
+
+    pairs = _pairs(keys_to_fetch)
     values: List[Any] = []
-    for lim, (taken, start, count) in zip(limits, answers):
-        values += [str(start or now_int), count if taken else lim.limit + 1]
+    for state in await _admit_windows(self, _request_limits(self, pairs, [w for w, _ in pairs]), now_int):
+        values += state
     return values
+
+
+def _read_only_count(tier: HostTier, lim: Limit) -> int:
+    """The count a read-only check (the one before the request's body, from 1.109) sees: Redis's
+    counter counts units leased to hosts, spent or not, and would refuse at auth a unit this
+    host holds. Over the limit only when the host's lease is short and Redis refused this host
+    less than poll_s ago; otherwise at most limit - 1, and the check that takes the unit decides."""
+    short = tier.region.lease_left(lim.counter_key)[1] < lim.cost
+    return lim.limit if short and tier.dry(lim) else min(tier.estimate(lim), lim.limit - 1)
+
+
+def read_counter_values_without_incrementing(original: Any) -> Any:
+    async def read(self: Any, keys: List[str], parent_otel_span: Any = None) -> Any:
+        from .limiter import _pairs
+
+        if _without_redis(self):  # the region limiter's own read (limiter.py), under `original`
+            return await original(self, keys=keys, parent_otel_span=parent_otel_span)
+        pairs = _pairs(keys)
+        limits = _request_limits(self, pairs, [w for w, _ in pairs])
+        tier = _tier(self)
+        values: List[Any] = []
+        for lim in limits:
+            values += [None, _read_only_count(tier, lim)]
+        return values
+
+    return read
+
+
+# ---- LiteLLM 1.110 (RateLimitStore): the rpm windows ---------------------------------------
+# The same step on RateLimitCounter objects. The stock methods declare their scripts on the
+# request's native Redis batch before awaiting anything (and the batch sends a declared script
+# even if nobody awaits it), so these replace them whole: a Decline runs the stock method.
+
+
+def _store_limits(limiter: Any, counters: Sequence[Any]) -> List[Limit]:
+    from .limiter import _counter_keys
+
+    return _request_limits(limiter, [_counter_keys(c) for c in counters], [c.scope for c in counters])
+
+
+def store_pre_read(limiter: Any, counters: Sequence[Any]) -> List[Tuple[None, None]]:
+    """1.110's `_local_counter_states` in a check through the tier, read-only or not (the
+    mirror would refuse on counts of units leased, not spent; `pre_read` above)."""
+    if _settings is None or _cluster(limiter):
+        raise Decline("no host tier")
+    if any(c.kind != "requests" for c in counters):
+        raise Decline("a tokens counter: LiteLLM's mirror answers")
+    return [(None, None)] * len(counters)
+
+
+async def execute_store_batch_rate_limiter_script(self: Any, counters: Sequence[Any], now_int: int) -> List[Any]:
+    return list(await _admit_windows(self, _store_limits(self, counters), now_int))
+
+
+def read_store_counter_values_without_incrementing(original: Any) -> Any:
+    """1.110's read-only check (`raise_if_over_limit_before_body`): `_read_only_count`."""
+
+    async def read(self: Any, counters: Sequence[Any]) -> Any:
+        if _without_redis(self):
+            return await original(self, counters=counters)
+        limits = _store_limits(self, counters)
+        tier = _tier(self)
+        return [(None, _read_only_count(tier, lim)) for lim in limits]
+
+    return read
 
 
 async def atomic_lua_per_descriptor(self: Any, descriptor_groups: List[Tuple[Any, Any, List[Dict[str, Any]]]],
@@ -439,147 +530,6 @@ async def atomic_lua_per_descriptor(self: Any, descriptor_groups: List[Tuple[Any
             "reservation_windows": frozenset(w for r in responses for w in r.get("reservation_windows", ()))}
 
 
-# ---- max_parallel_requests gauges: a dead host's slots ------------------------------------
-
-#: LiteLLM's gauge is a sorted set per scope (`{scope}:max_parallel_requests`) of in-flight slot
-#: ids scored by their start, pruned after an hour (PARALLEL_REQUEST_SLOT_TTL_SECONDS): a host
-#: that dies holds its slots that long. Beside each gauge the tier keeps a registry of the slots
-#: its hosts acquired, scored by the holder's last refresh; an acquire first drops the slots not
-#: refreshed within SLOT_TTL_S (a dead host's) from both. Stock pods' slots keep LiteLLM's hour.
-SLOT_TTL_S = 30
-SLOT_REFRESH_S = 5.0
-SLOT_REGISTRY_SUFFIX = ":fast_litellm_slots"
-_SLOT_PROLOGUE = f"""
-local fl_now = tonumber(redis.call('TIME')[1])
-for i = 1, #KEYS do
-    local registry = KEYS[i] .. '{SLOT_REGISTRY_SUFFIX}'
-    local stale = redis.call('ZRANGEBYSCORE', registry, '-inf', fl_now - SLOT_TTL_S)
-    for _, id in ipairs(stale) do
-        redis.call('ZREM', KEYS[i], id)
-        redis.call('ZREM', registry, id)
-    end
-    redis.call('ZADD', registry, fl_now, ARGV[(i - 1) * 3 + 3])
-    redis.call('EXPIRE', registry, tonumber(ARGV[(i - 1) * 3 + 2]))
-end
-"""
-# KEYS: gauge keys; ARGV: a slot id per key. Per slot: 1 if still held (its registry score now
-# refreshed), 0 if released (its registry entry dropped).
-_SLOT_REFRESH = f"""
-local now = tonumber(redis.call('TIME')[1])
-local out = {{}}
-for i = 1, #KEYS do
-    local registry = KEYS[i] .. '{SLOT_REGISTRY_SUFFIX}'
-    if redis.call('ZSCORE', KEYS[i], ARGV[i]) then
-        redis.call('ZADD', registry, 'XX', now, ARGV[i])
-        out[i] = 1
-    else
-        redis.call('ZREM', registry, ARGV[i])
-        out[i] = 0
-    end
-end
-return out
-"""
-#: The acquire of LiteLLM's that this script's KEYS and ARGV are written for.
-_ACQUIRE_SHAPE = "ARGV: per-key triples (limit, slot_ttl_seconds, slot_id)"
-_through_gauge_patch: "contextvars.ContextVar[bool]" = contextvars.ContextVar("fast_litellm_gauge", default=False)
-
-
-class _TieredAcquire:
-    """Stands in for a limiter's `parallel_acquire_script`: LiteLLM's own acquire script after
-    the prologue above, for calls made through the patched `_check_parallel_request_gauges`
-    (LiteLLM's script otherwise, e.g. after remove_acceleration()); the slots it grants are
-    refreshed every SLOT_REFRESH_S while this process holds them."""
-
-    def __init__(self, redis_cache: Any, litellm_text: str, litellm_script: Any) -> None:
-        self.litellm_script = litellm_script
-        prologue = _SLOT_PROLOGUE.replace("SLOT_TTL_S", str(int(SLOT_TTL_S)))
-        self.script = redis_cache.async_register_script(prologue + litellm_text)
-        self.refresh_script = redis_cache.async_register_script(_SLOT_REFRESH)
-        #: (gauge key, slot id) of the slots this process acquired and has not seen released
-        self.held: Dict[Tuple[str, str], None] = {}
-        self._task: Optional["asyncio.Task[None]"] = None
-        self._failing = False
-
-    async def __call__(self, keys: List[str], args: List[Any]) -> Any:
-        if not _through_gauge_patch.get():
-            return await self.litellm_script(keys=keys, args=args)
-        raw = await self.script(keys=keys, args=args)
-        if int(raw[0]) == 0:
-            for i, key in enumerate(keys):
-                self.held[(key, str(args[3 * i + 2]))] = None
-            loop = asyncio.get_running_loop()
-            if self._task is None or self._task.done() or self._task.get_loop() is not loop:
-                self._task = loop.create_task(self._refresh_forever())
-        return raw
-
-    async def _refresh_forever(self) -> None:
-        while self.held:
-            await asyncio.sleep(SLOT_REFRESH_S)
-            await self.refresh()
-
-    async def refresh(self) -> None:
-        held = list(self.held)
-        for start in range(0, len(held), 500):
-            chunk = held[start:start + 500]
-            try:
-                flags = await self.refresh_script(keys=[k for k, _ in chunk], args=[i for _, i in chunk])
-            except Exception as error:  # noqa: BLE001 - retried at the next refresh
-                if not self._failing:
-                    log.warning("fast_litellm: refreshing max_parallel_requests slots in Redis failed: %s", error)
-                self._failing = True
-                return
-            self._failing = False
-            for slot, still_held in zip(chunk, flags):
-                if not int(still_held):
-                    self.held.pop(slot, None)
-
-
-def gauge_pre_read(gauge_keys: Sequence[Any]) -> List[int]:
-    """The gauge check's pre-read of LiteLLM's in-memory mirror, in a check through the tier:
-    nothing known, so the acquire script (atomic, in Redis) decides. The mirror keeps the count
-    of the last acquire this worker made, a dead host's slots included, and would refuse
-    locally until one of this worker's own slots is released."""
-    if not _through_gauge_patch.get():
-        raise Decline("not a gauge check through the host tier")
-    return [0] * len(gauge_keys)
-
-
-_warned_acquire_shape = False
-
-
-def check_parallel_request_gauges(original: Any) -> Any:
-    """LiteLLM's own gauge check, with the limiter's acquire script the tier's (`_TieredAcquire`)."""
-
-    async def check(self: Any, gauges: List[Any], slot_id: str, parent_otel_span: Any = None,
-                    read_only: bool = False) -> Any:
-        global _warned_acquire_shape
-        acquire = getattr(self, "parallel_acquire_script", None)
-        # No acquire in Redis (the region's gauges, limiter.py, run under `original`), or none here.
-        through_tier = not (read_only or acquire is None or _without_redis(self) or _settings is None)
-        if through_tier and _cluster(self):
-            raise Decline("Redis Cluster")
-        if through_tier and not isinstance(acquire, _TieredAcquire):
-            text = getattr(inspect.getmodule(type(self)), "PARALLEL_ACQUIRE_SCRIPT", None)
-            if not isinstance(text, str) or _ACQUIRE_SHAPE not in text:
-                if not _warned_acquire_shape:
-                    _warned_acquire_shape = True
-                    log.warning("fast_litellm: LiteLLM's max_parallel_requests acquire script is not the one "
-                                "the host tier knows: a dead host's slots stay LiteLLM's (an hour)")
-                raise Decline("LiteLLM's acquire script is not the one the prologue is written for")
-            self.parallel_acquire_script = _TieredAcquire(self.internal_usage_cache.dual_cache.redis_cache,
-                                                          text, acquire)
-        token = _through_gauge_patch.set(through_tier)
-        try:
-            return await original(self, gauges=gauges, slot_id=slot_id, parent_otel_span=parent_otel_span,
-                                  read_only=read_only)
-        except Exception as error:
-            raise OriginalRaised(error) from error
-        finally:
-            _through_gauge_patch.reset(token)
-
-    return check
-
-
 def patches(prl: Any) -> List[Tuple[Any, str, Tuple[str, ...], Any]]:
     """(owner, name, parameters, replacement) of the host tier's patches, for the limiter's
     shape check."""
@@ -587,7 +537,10 @@ def patches(prl: Any) -> List[Tuple[Any, str, Tuple[str, ...], Any]]:
     collect = inspect.getattr_static(L, "_collect_windowed_keys_and_gauges", None)
     unguarded = inspect.getattr_static(L, "async_increment_tokens_with_ttl_preservation", None)
     guarded = inspect.getattr_static(L, "async_increment_reservation_aware_tokens", None)
+    from . import limiter_host_tier_gauges
+
     gauges = inspect.getattr_static(L, "_check_parallel_request_gauges", None)
+    read_only = inspect.getattr_static(L, "_read_counter_values_without_incrementing", None)
     return [
         (L, "_collect_windowed_keys_and_gauges", ("self", "descriptors", "skip_tpm_check"),
          collect_windowed_keys_and_gauges(collect)),
@@ -600,7 +553,26 @@ def patches(prl: Any) -> List[Tuple[Any, str, Tuple[str, ...], Any]]:
         (L, "async_increment_reservation_aware_tokens", ("self", "pipeline_operations", "parent_otel_span"),
          increment_reservation_aware_tokens(guarded)),
         (L, "_check_parallel_request_gauges", ("self", "gauges", "slot_id", "parent_otel_span", "read_only"),
-         check_parallel_request_gauges(gauges)),
+         limiter_host_tier_gauges.check_parallel_request_gauges(gauges)),
+    ] + ([(L, "_read_counter_values_without_incrementing", ("self", "keys", "parent_otel_span"),
+           read_counter_values_without_incrementing(read_only))]
+         # from 1.108 (the read-only check before the body, from 1.109); none to answer before
+         if read_only is not None else [])
+
+
+def store_patches(prl: Any) -> List[Tuple[Any, str, Tuple[str, ...], Any]]:
+    """The same for LiteLLM 1.110's RateLimitStore: the rpm windows (TPM reservations, the
+    post-call increments and the gauges stay LiteLLM's there)."""
+    L = prl._PROXY_MaxParallelRequestsHandler_v3
+    collect = inspect.getattr_static(L, "_collect_windowed_keys_and_gauges", None)
+    return [
+        (L, "_collect_windowed_keys_and_gauges", ("self", "descriptors", "skip_tpm_check"),
+         collect_windowed_keys_and_gauges(collect)),
+        (L, "_execute_redis_batch_rate_limiter_script", ("self", "counters", "now_int"),
+         execute_store_batch_rate_limiter_script),
+        (L, "_read_counter_values_without_incrementing", ("self", "counters"),
+         read_store_counter_values_without_incrementing(
+             inspect.getattr_static(L, "_read_counter_values_without_incrementing", None))),
     ]
 
 
