@@ -161,17 +161,22 @@ def cli_proxy(config_path: str, tmp_path, args: List[str], workers: int = 3, lau
 
 
 def stop(process: subprocess.Popen) -> None:
-    """Stops gunicorn and whatever is left of its process group."""
-    for sig, wait_s in ((signal.SIGTERM, 30), (signal.SIGKILL, None)):
-        try:
-            os.killpg(process.pid, sig)
-        except ProcessLookupError:
-            break
-        try:
-            process.wait(timeout=wait_s)
-            break
-        except subprocess.TimeoutExpired:
-            continue
+    """Stops a server as Docker or Kubernetes does, SIGTERM to its master only, then SIGKILLs
+    whatever is left of its process group. SIGTERM to the whole group races gunicorn: the
+    master can reap workers that died of it and fork replacements before it handles its own
+    SIGTERM, and a replacement that gets its stop signal before its handlers are set runs on
+    until gunicorn's graceful_timeout (40 s under LiteLLM's CLI) ends it. The wait is longer
+    than that, so a master always exits on its own here (and runs its exit handlers)."""
+    try:
+        process.send_signal(signal.SIGTERM)
+        process.wait(timeout=60)
+    except subprocess.TimeoutExpired:
+        pass
+    try:
+        os.killpg(process.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    process.wait()
 
 
 def wait_ready(p: Proxy, workers: int, timeout_s: float = 180.0,
