@@ -551,10 +551,6 @@ def test_with_redis_a_dead_hosts_parallel_request_slots_come_back_within_the_slo
 
 @pytest.mark.timeout(120)
 def test_with_redis_rpm_windows_and_tpm_reservations_go_through_the_host_tier(region_path, redis_server):
-    import importlib.util
-
-    if importlib.util.find_spec("litellm.redis") is not None:  # 1.110 on
-        pytest.skip("no host tier for LiteLLM 1.110's RateLimitStore yet (docs/host-tier.md)")
     out = run_python(HOST_TIER, child_env(region_path, FL_REDIS_PORT=str(redis_server.port)))
     assert sum(out["race"]) == 12 and len([n for n in out["race"] if n]) >= 2, out["race"]
     assert 0 < out["rpm_scripts"] < 40, f"{out['rpm_scripts']} script calls for 40 checks: the lease, not one per check"
@@ -814,10 +810,6 @@ emit(out)
 
 @pytest.mark.timeout(60)
 def test_with_redis_unreachable_litellms_fail_closed_setting_refuses_what_the_tier_cannot_verify(region_path):
-    import importlib.util
-
-    if importlib.util.find_spec("litellm.redis") is not None:  # 1.110 on
-        pytest.skip("no host tier for LiteLLM 1.110's RateLimitStore yet (docs/host-tier.md)")
     if not hasattr(__import__("litellm.proxy.hooks.parallel_request_limiter_v3", fromlist=["x"]),
                    "RateLimitUnverifiableError"):
         pytest.skip("this LiteLLM has no fail_closed_rate_limit_enforcement (from 1.105)")

@@ -686,8 +686,12 @@ def _install_host_tier(c: Component, prl: Any, region: shm.Region, dialect: str)
     if not settings.on:
         log.info("fast_litellm: %s: host tier off (FAST_LITELLM_HOST_TIER=off)", c.name)
         return
-    patches = tier.patches(prl) if dialect == "keys" else tier.store_patches(prl)
-    listed = problems([Shape(owner, name, {dialect: params}) for owner, name, params, _ in patches])
+    try:
+        patches = tier.patches(prl) if dialect == "keys" else tier.store_patches(prl)
+    except AttributeError as missing:  # a name the replacements are built from
+        listed = [str(missing)]
+    else:
+        listed = problems([Shape(owner, name, {dialect: params}) for owner, name, params, _ in patches])
     if listed:
         log.warning("fast_litellm: %s: host tier off, this LiteLLM's Redis step differs: %s", c.name,
                     "; ".join(listed))

@@ -1,6 +1,6 @@
 """rate_limiter with Redis: the host tier (fast_litellm.host_tier) for the v3 limiter's rpm
 windows and TPM reservations, when LiteLLM is configured with Redis (docs/host-tier.md); on
-LiteLLM 1.110's RateLimitStore, the rpm windows only (store_patches).
+LiteLLM 1.110's RateLimitStore, the same two (store_patches).
 
 What LiteLLM does
     `should_rate_limit` sends every (window, counter) pair of a request to Redis in
@@ -75,7 +75,7 @@ import contextvars
 import inspect
 import logging
 import weakref
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from . import shm
 from ._acceleration import Decline, OriginalRaised
@@ -477,29 +477,34 @@ def read_store_counter_values_without_incrementing(original: Any) -> Any:
     return read
 
 
-async def atomic_lua_per_descriptor(self: Any, descriptor_groups: List[Tuple[Any, Any, List[Dict[str, Any]]]],
-                                    parent_otel_span: Any = None) -> Dict[str, Any]:
+async def _admit_atomic_groups(self: Any, groups: Sequence[Sequence[Mapping[str, Any]]],
+                               keys_of: Callable[[Mapping[str, Any]], Tuple[str, str]],
+                               applied: Callable[[List[Tuple[int, int]]], Any],
+                               over_limit: Callable[[int, int, int], Any]) -> Dict[str, Any]:
     """TPM reservations (and any other check-and-increment by N): LiteLLM runs
     CHECK_AND_INCREMENT_BY_N_SCRIPT once per descriptor group, all or nothing over the groups.
     Here every counter of every group takes its increment from the host's lease, all or nothing
     (`HostTier.admit`), with one lease call for the counters whose lease is short. The reply
-    each group's script would have given is rebuilt and read by LiteLLM's own
-    `_build_atomic_response`, so statuses and the reservation windows that guard the post-call
-    reconciliation are LiteLLM's: the windows are Redis's window starts, and the reconciliation
-    (LiteLLM's INCRBY of actual - reserved, to Redis, window-guarded where its release records
-    the window) stays correct with units leased, since Redis's counter holds them either way."""
+    each group's script would have given (`applied([(count, window start), ...])` or
+    `over_limit(index in the group, count, limit)`, in the release's shape) is read by
+    LiteLLM's own `_build_atomic_response`, so statuses and the reservation windows that guard
+    the post-call reconciliation are LiteLLM's: the windows are Redis's window starts, and the
+    reconciliation (LiteLLM's INCRBY of actual - reserved, to Redis, window-guarded where its
+    release records the window) stays correct with units leased, since Redis's counter holds
+    them either way. `keys_of(meta)`: the counter's (window key, counter key)."""
     if _cluster(self):
         raise Decline("Redis Cluster: a lease call would span hash slots")
     limits: List[Limit] = []
     now = _clock_s()
-    for _keys, _args, group in descriptor_groups:
+    for group in groups:
         for meta in group:
+            window_key, counter_key = keys_of(meta)
             if meta["rate_limit_type"] != "requests":
-                _token_limited[meta["counter_key"]] = now
+                _token_limited[counter_key] = now
             if int(meta["increment"]) <= 0:
                 raise Decline("an increment of 0 is a read of the count: LiteLLM's script answers it")
-            limits.append(Limit(meta["window_key"], meta["counter_key"], int(meta["current_limit"]),
-                                int(meta["increment"]), int(meta["ttl"]), int(meta["window_size"]),
+            limits.append(Limit(window_key, counter_key, int(meta["current_limit"]), int(meta["increment"]),
+                                int(meta["ttl"]), int(meta["window_size"]),
                                 dry_poll=meta["rate_limit_type"] != "tokens"))
     tier = _tier(self)
     try:
@@ -510,24 +515,49 @@ async def atomic_lua_per_descriptor(self: Any, descriptor_groups: List[Tuple[Any
         raise Decline("region table full") from None
     first = 0
     responses: List[Dict[str, Any]] = []
-    for _keys, _args, group in descriptor_groups:
+    for group in groups:
         if admission.denied_index is not None:
             if admission.denied_index < first + len(group):
                 lim = limits[admission.denied_index]
-                # Refused: short of the increment, as the script's {1, index, counter, limit} says.
+                # Refused: short of the increment, as the script's over-limit reply says.
                 counter = max(tier.estimate(lim), lim.limit - lim.cost + 1)
-                raw = [1, admission.denied_index - first + 1, counter, lim.limit]
-                return dict(self._build_atomic_response(raw, group))
+                return dict(self._build_atomic_response(
+                    over_limit(admission.denied_index - first, counter, lim.limit), list(group)))
         else:
-            raw = [0]
-            for n, lim in enumerate(limits[first:first + len(group)]):
-                raw += [tier.estimate(lim), admission.windows[first + n]]
-            responses.append(self._build_atomic_response(raw, group))
+            counters = [(tier.estimate(lim), admission.windows[first + n])
+                        for n, lim in enumerate(limits[first:first + len(group)])]
+            responses.append(self._build_atomic_response(applied(counters), list(group)))
         first += len(group)
     if len(responses) == 1:
         return dict(responses[0])
     return {"overall_code": "OK", "statuses": [s for r in responses for s in r["statuses"]],
             "reservation_windows": frozenset(w for r in responses for w in r.get("reservation_windows", ()))}
+
+
+async def atomic_lua_per_descriptor(self: Any, descriptor_groups: List[Tuple[Any, Any, List[Dict[str, Any]]]],
+                                    parent_otel_span: Any = None) -> Dict[str, Any]:
+    """1.108's groups, (keys, args, meta) with the keys in each meta; its script's replies,
+    [0, count, window, ...] and [1, index from 1, count, limit]."""
+    return await _admit_atomic_groups(
+        self, [group for _keys, _args, group in descriptor_groups],
+        lambda meta: (meta["window_key"], meta["counter_key"]),
+        lambda counters: [0, *(x for pair in counters for x in pair)],
+        lambda index, counter, limit: [1, index + 1, counter, limit])
+
+
+def atomic_store_lua_per_descriptor(applied: Any, over_limit: Any) -> Any:
+    """1.110's groups, (counters, meta) with a RateLimitCounter in each meta; its native
+    client's replies, `applied` (AtomicApplied) and `over_limit` (AtomicOverLimit, index from 0).
+    Replaced whole: with a request batch open the stock method declares every group's script
+    on it first."""
+    from .limiter import _counter_keys
+
+    async def admit(self: Any, descriptor_groups: List[Tuple[Any, List[Dict[str, Any]]]],
+                    parent_otel_span: Any = None) -> Dict[str, Any]:
+        return await _admit_atomic_groups(self, [group for _counters, group in descriptor_groups],
+                                          lambda meta: _counter_keys(meta["counter"]), applied, over_limit)
+
+    return admit
 
 
 def patches(prl: Any) -> List[Tuple[Any, str, Tuple[str, ...], Any]]:
@@ -561,8 +591,8 @@ def patches(prl: Any) -> List[Tuple[Any, str, Tuple[str, ...], Any]]:
 
 
 def store_patches(prl: Any) -> List[Tuple[Any, str, Tuple[str, ...], Any]]:
-    """The same for LiteLLM 1.110's RateLimitStore: the rpm windows (TPM reservations, the
-    post-call increments and the gauges stay LiteLLM's there)."""
+    """The same for LiteLLM 1.110's RateLimitStore: the rpm windows and the TPM reservations
+    (the post-call increments and the gauges stay LiteLLM's there)."""
     L = prl._PROXY_MaxParallelRequestsHandler_v3
     collect = inspect.getattr_static(L, "_collect_windowed_keys_and_gauges", None)
     return [
@@ -573,6 +603,8 @@ def store_patches(prl: Any) -> List[Tuple[Any, str, Tuple[str, ...], Any]]:
         (L, "_read_counter_values_without_incrementing", ("self", "counters"),
          read_store_counter_values_without_incrementing(
              inspect.getattr_static(L, "_read_counter_values_without_incrementing", None))),
+        (L, "_atomic_lua_per_descriptor", ("self", "descriptor_groups", "parent_otel_span"),
+         atomic_store_lua_per_descriptor(prl.AtomicApplied, prl.AtomicOverLimit)),
     ]
 
 
