@@ -482,16 +482,21 @@ def _gauge_counts(limiter: Any, keys: Sequence[str]) -> List[int]:
     return [region.slots_in_use(key) for key in keys]
 
 
-async def _read_local_gauge_counts(self: Any, gauge_keys: List[str], parent_otel_span: Any = None) -> List[int]:
-    if _region is not None and _dialect.uses_redis(self):
+def _local_gauge_counts(limiter: Any, gauges: Sequence[Any]) -> List[int]:
+    """The region's counts; with Redis, the host tier's answer to LiteLLM's mirror pre-read."""
+    if _region is not None and _dialect.uses_redis(limiter):
         from .limiter_host_tier_gauges import gauge_pre_read
 
-        return gauge_pre_read(gauge_keys)
-    return _gauge_counts(self, _dialect.gauge_keys(gauge_keys))
+        return gauge_pre_read(gauges)
+    return _gauge_counts(limiter, _dialect.gauge_keys(gauges))
+
+
+async def _read_local_gauge_counts(self: Any, gauge_keys: List[str], parent_otel_span: Any = None) -> List[int]:
+    return _local_gauge_counts(self, gauge_keys)
 
 
 def _read_local_gauge_counts_of_scopes(self: Any, gauges: Sequence[Any]) -> List[int]:
-    return _gauge_counts(self, _dialect.gauge_keys(gauges))
+    return _local_gauge_counts(self, gauges)
 
 
 def _acquire_parallel_slots_in_memory(

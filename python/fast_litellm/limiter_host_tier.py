@@ -30,11 +30,12 @@ What this does
     its window (`HostTier.settle`: a refund goes into the lease, an extra charge comes out of
     it), and one of a counter no token limit reads (no pre-call check of this process saw a
     token limit on it in TOKEN_LIMITED_S) is summed with the others of its counter and sent
-    once per flush_s in LiteLLM's own TOKEN_INCREMENT_SCRIPT. LiteLLM sends the rest.
+    once per flush_s in LiteLLM's own TOKEN_INCREMENT_SCRIPT. LiteLLM sends the rest
+    (limiter_host_tier_increments; up to 1.109).
     The max_parallel_requests gauges stay LiteLLM's sorted sets, acquired by LiteLLM's own
-    acquire script (one Redis call each, atomic: a slot cannot be leased), run after a
-    prologue that drops the slots of hosts that stopped refreshing them for SLOT_TTL_S (30 s;
-    LiteLLM keeps a dead host's slots for an hour): limiter_host_tier_gauges. Everything else stays LiteLLM's: the
+    acquire (one Redis call each, atomic: a slot cannot be leased), after a prologue that
+    drops the slots of hosts that stopped refreshing them for SLOT_TTL_S (30 s; LiteLLM keeps
+    a dead host's slots for an hour): limiter_host_tier_gauges. Everything else stays LiteLLM's: the
     statuses and headers (built by LiteLLM's own `_build_atomic_response` from the reply its
     script would have given).
     A request with a `:tokens` pair in the batch step (TPM reservations turned off with
@@ -69,8 +70,6 @@ lease call. FAST_LITELLM_REDIS_FLUSH_MS (1000; 0 sends each increment as LiteLLM
 
 from __future__ import annotations
 
-import asyncio
-import atexit
 import contextvars
 import inspect
 import logging
@@ -88,7 +87,6 @@ log = logging.getLogger("fast_litellm")
 _metadata: "contextvars.ContextVar[Optional[Mapping[str, Any]]]" = contextvars.ContextVar(
     "fast_litellm_window_metadata", default=None)
 _tiers: "weakref.WeakKeyDictionary[Any, HostTier]" = weakref.WeakKeyDictionary()
-_deferred: "weakref.WeakKeyDictionary[Any, _DeferredIncrements]" = weakref.WeakKeyDictionary()
 #: `{scope}:tokens` counters this process saw a token limit on in a pre-call check -> when (clock s).
 _token_limited: Dict[str, float] = {}
 #: How long a counter seen with a token limit stays treated as limited without being seen again.
@@ -185,175 +183,6 @@ def collect_windowed_keys_and_gauges(original: Any) -> Any:
         return result
 
     return collect
-
-
-class _DeferredIncrements:
-    """Post-call token increments of counters that no limit reads (a scope with no token
-    limit: LiteLLM counts its tokens all the same), summed per counter in this process and sent
-    to Redis once per flush_s in LiteLLM's own TOKEN_INCREMENT_SCRIPT, instead of one script
-    call per request. A failed send keeps the sums for the next one."""
-
-    def __init__(self, limiter: Any, tier: HostTier, flush_s: float, script_text: str) -> None:
-        self.script = limiter.token_increment_script
-        self.tier = tier
-        self.flush_s = flush_s
-        #: counter key -> [summed increment, its TTL in seconds]
-        self.pending: Dict[str, List[float]] = {}
-        self._task: Optional["asyncio.Task[None]"] = None
-        self._failing = False
-        # A worker that exits (gunicorn's sys.exit) sends what it holds with LiteLLM's sync client.
-        sync_client = getattr(limiter.internal_usage_cache.dual_cache.redis_cache, "redis_client", None)
-        if sync_client is not None and hasattr(sync_client, "register_script"):
-            atexit.register(self._flush_at_exit, sync_client.register_script(script_text))
-
-    def add(self, key: str, increment: float, ttl: Optional[int]) -> None:
-        loop = asyncio.get_running_loop()
-        if self._task is None or self._task.done() or self._task.get_loop() is not loop:
-            self._task = loop.create_task(self._run())
-        held = self.pending.setdefault(key, [0.0, float(ttl or 0)])
-        held[0] += increment
-        self.tier.stat("deferred_increments", 1)
-
-    async def _run(self) -> None:
-        while True:
-            await asyncio.sleep(self.flush_s)
-            await self.flush()
-            cutoff = _clock_s() - TOKEN_LIMITED_S
-            for key in [k for k, seen in _token_limited.items() if seen < cutoff]:
-                del _token_limited[key]
-
-    def _chunks(self) -> List[Tuple[List[str], List[Any]]]:
-        """Takes what is pending: (keys, ARGV) of script calls of at most 500 counters."""
-        batch, self.pending = self.pending, {}
-        items = [(k, v) for k, v in batch.items() if v[0]]
-        out = []
-        for start in range(0, len(items), 500):
-            chunk = items[start:start + 500]
-            args: List[Any] = []
-            for _, (increment, ttl) in chunk:
-                args += [int(increment) if increment.is_integer() else increment, int(ttl)]
-            out.append(([k for k, _ in chunk], args))
-        return out
-
-    def _keep(self, keys: List[str], args: List[Any]) -> None:
-        for n, key in enumerate(keys):
-            held = self.pending.setdefault(key, [0.0, float(args[2 * n + 1])])
-            held[0] += float(args[2 * n])
-
-    def _flush_at_exit(self, sync_script: Any) -> None:
-        for keys, args in self._chunks():
-            try:
-                sync_script(keys=keys, args=args)
-            except Exception as error:  # noqa: BLE001 - exiting: say what is lost
-                log.warning("fast_litellm: %d deferred token counts not sent to Redis at exit: %s", len(keys), error)
-
-    async def flush(self) -> None:
-        chunks = self._chunks()
-        for n, (keys, args) in enumerate(chunks):
-            self.tier.stat("redis_calls", 1)
-            try:
-                await asyncio.wait_for(self.script(keys=keys, args=args), self.tier.timeout_s * 4)
-            except Exception as error:  # noqa: BLE001 - Redis down: kept for the next flush
-                self.tier.stat("redis_failures", 1)
-                if not self._failing:
-                    log.warning("fast_litellm: sending deferred token counts to Redis failed (kept for the next "
-                                "flush): %s", error)
-                self._failing = True
-                # (A call that timed out may have run: then it is counted twice, which admits less.)
-                for rest in chunks[n:]:
-                    self._keep(*rest)
-                return
-            self._failing = False
-
-
-def _deferrals(limiter: Any, tier: HostTier) -> Optional[_DeferredIncrements]:
-    if _settings is None or not _settings.flush_s or getattr(limiter, "token_increment_script", None) is None:
-        return None
-    deferred = _deferred.get(limiter)
-    if deferred is None:
-        script_text = getattr(inspect.getmodule(type(limiter)), "TOKEN_INCREMENT_SCRIPT", None)
-        if not isinstance(script_text, str):
-            return None
-        deferred = _deferred[limiter] = _DeferredIncrements(limiter, tier, _settings.flush_s, script_text)
-    return deferred
-
-
-def _left_for_redis(tier: HostTier, deferred: Optional[_DeferredIncrements], op: Mapping[str, Any],
-                    window: Optional[int]) -> bool:
-    """Settles `op` in the host's lease (a counter with a token limit) or defers it (one
-    without, unguarded); whether LiteLLM must still send it to Redis."""
-    key, increment = op["key"], op["increment_value"]
-    if not isinstance(increment, (int, float)) or not float(increment).is_integer():
-        return True
-    if key in _token_limited or window is not None:
-        try:
-            return tier.settle(key, int(increment), window) != 0
-        except shm.RegionFullError:
-            return True
-    if deferred is not None and key.endswith(":tokens"):
-        deferred.add(key, float(increment), op.get("ttl"))
-        return False
-    return True
-
-
-def increment_tokens_with_ttl_preservation(original: Any) -> Any:
-    """LiteLLM's post-call token increments (`async_increment_tokens_with_ttl_preservation`,
-    unguarded INCRBYs of actual - reserved, or of the usage where nothing was reserved): those
-    of a counter with a token limit that this host leases are settled in the lease
-    (`HostTier.settle`), those of a counter without one are deferred, and LiteLLM sends the rest
-    as it does. (The original is held in the closure, as above.)"""
-
-    async def increment(self: Any, pipeline_operations: List[Any], parent_otel_span: Any = None) -> None:
-        if _without_redis(self):  # the region limiter's own path (limiter.py), under `original`
-            await original(self, pipeline_operations=pipeline_operations, parent_otel_span=parent_otel_span)
-            return
-        if _cluster(self):
-            raise Decline("Redis Cluster")
-        tier = _tier(self)
-        deferred = _deferrals(self, tier)
-        rest = [op for op in pipeline_operations if _left_for_redis(tier, deferred, op, None)]
-        if rest:
-            try:
-                await original(self, pipeline_operations=rest, parent_otel_span=parent_otel_span)
-            except Exception as error:
-                raise OriginalRaised(error) from error
-
-    return increment
-
-
-def _window_start(raw: Any) -> Optional[int]:
-    try:
-        start = float(raw)
-    except (TypeError, ValueError):
-        return None
-    return int(start) if start.is_integer() and start > 0 else None
-
-
-def increment_reservation_aware_tokens(original: Any) -> Any:
-    """LiteLLM's window-guarded post-call reconciliations (`async_increment_reservation_aware_tokens`):
-    those of a Redis window this host holds the lease of are settled in the lease; the rest,
-    and every one of LiteLLM's in-memory reservations, are LiteLLM's."""
-
-    async def increment(self: Any, pipeline_operations: Sequence[Any], parent_otel_span: Any = None) -> None:
-        if _without_redis(self):
-            await original(self, pipeline_operations=pipeline_operations, parent_otel_span=parent_otel_span)
-            return
-        if _cluster(self):
-            raise Decline("Redis Cluster")
-        tier = _tier(self)
-        rest = []
-        for op in pipeline_operations:
-            window = _window_start(op.get("expected_window_start"))
-            guarded = op.get("window_key") is not None and op.get("reservation_backend") != "local"
-            if not guarded or window is None or _left_for_redis(tier, None, op, window):
-                rest.append(op)
-        if rest:
-            try:
-                await original(self, pipeline_operations=tuple(rest), parent_otel_span=parent_otel_span)
-            except Exception as error:
-                raise OriginalRaised(error) from error
-
-    return increment
 
 
 def pre_read(limiter: Any, keys: List[str]) -> List[Optional[int]]:
@@ -567,7 +396,7 @@ def patches(prl: Any) -> List[Tuple[Any, str, Tuple[str, ...], Any]]:
     collect = inspect.getattr_static(L, "_collect_windowed_keys_and_gauges", None)
     unguarded = inspect.getattr_static(L, "async_increment_tokens_with_ttl_preservation", None)
     guarded = inspect.getattr_static(L, "async_increment_reservation_aware_tokens", None)
-    from . import limiter_host_tier_gauges
+    from . import limiter_host_tier_gauges, limiter_host_tier_increments as increments
 
     gauges = inspect.getattr_static(L, "_check_parallel_request_gauges", None)
     read_only = inspect.getattr_static(L, "_read_counter_values_without_incrementing", None)
@@ -579,9 +408,9 @@ def patches(prl: Any) -> List[Tuple[Any, str, Tuple[str, ...], Any]]:
         (L, "_atomic_lua_per_descriptor", ("self", "descriptor_groups", "parent_otel_span"),
          atomic_lua_per_descriptor),
         (L, "async_increment_tokens_with_ttl_preservation", ("self", "pipeline_operations", "parent_otel_span"),
-         increment_tokens_with_ttl_preservation(unguarded)),
+         increments.increment_tokens_with_ttl_preservation(unguarded)),
         (L, "async_increment_reservation_aware_tokens", ("self", "pipeline_operations", "parent_otel_span"),
-         increment_reservation_aware_tokens(guarded)),
+         increments.increment_reservation_aware_tokens(guarded)),
         (L, "_check_parallel_request_gauges", ("self", "gauges", "slot_id", "parent_otel_span", "read_only"),
          limiter_host_tier_gauges.check_parallel_request_gauges(gauges)),
     ] + ([(L, "_read_counter_values_without_incrementing", ("self", "keys", "parent_otel_span"),
@@ -591,8 +420,10 @@ def patches(prl: Any) -> List[Tuple[Any, str, Tuple[str, ...], Any]]:
 
 
 def store_patches(prl: Any) -> List[Tuple[Any, str, Tuple[str, ...], Any]]:
-    """The same for LiteLLM 1.110's RateLimitStore: the rpm windows and the TPM reservations
-    (the post-call increments and the gauges stay LiteLLM's there)."""
+    """The same for LiteLLM 1.110's RateLimitStore: the rpm windows, the TPM reservations and
+    the dead-host slot TTL (the post-call increments stay LiteLLM's there)."""
+    from . import limiter_host_tier_gauges
+
     L = prl._PROXY_MaxParallelRequestsHandler_v3
     collect = inspect.getattr_static(L, "_collect_windowed_keys_and_gauges", None)
     return [
@@ -605,6 +436,9 @@ def store_patches(prl: Any) -> List[Tuple[Any, str, Tuple[str, ...], Any]]:
              inspect.getattr_static(L, "_read_counter_values_without_incrementing", None))),
         (L, "_atomic_lua_per_descriptor", ("self", "descriptor_groups", "parent_otel_span"),
          atomic_store_lua_per_descriptor(prl.AtomicApplied, prl.AtomicOverLimit)),
+        (L, "_check_parallel_request_gauges", ("self", "gauges", "slot_id", "parent_otel_span", "read_only"),
+         limiter_host_tier_gauges.check_store_parallel_request_gauges(
+             inspect.getattr_static(L, "_check_parallel_request_gauges", None))),
     ]
 
 

@@ -1,0 +1,196 @@
+"""rate_limiter with Redis, the post-call token increments through the host tier
+(limiter_host_tier has the rest, docs/host-tier.md): a reconciliation of a counter with a
+token limit is settled in the host's lease, and increments of counters no token limit reads
+are summed per worker and sent once per FAST_LITELLM_REDIS_FLUSH_MS in LiteLLM's own
+TOKEN_INCREMENT_SCRIPT. Up to 1.109 (1.110 sends its post-call increments from its native
+client, with no script text in Python: LiteLLM's own there).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import atexit
+import inspect
+import logging
+import weakref
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
+
+from . import limiter_host_tier
+from . import shm
+from ._acceleration import Decline, OriginalRaised
+from .host_tier import HostTier, _clock_s
+
+log = logging.getLogger("fast_litellm")
+
+
+class _DeferredIncrements:
+    """Post-call token increments of counters that no limit reads (a scope with no token
+    limit: LiteLLM counts its tokens all the same), summed per counter in this process and sent
+    to Redis once per flush_s in LiteLLM's own TOKEN_INCREMENT_SCRIPT, instead of one script
+    call per request. A failed send keeps the sums for the next one."""
+
+    def __init__(self, limiter: Any, tier: HostTier, flush_s: float, script_text: str) -> None:
+        self.script = limiter.token_increment_script
+        self.tier = tier
+        self.flush_s = flush_s
+        #: counter key -> [summed increment, its TTL in seconds]
+        self.pending: Dict[str, List[float]] = {}
+        self._task: Optional["asyncio.Task[None]"] = None
+        self._failing = False
+        # A worker that exits (gunicorn's sys.exit) sends what it holds with LiteLLM's sync client.
+        sync_client = getattr(limiter.internal_usage_cache.dual_cache.redis_cache, "redis_client", None)
+        if sync_client is not None and hasattr(sync_client, "register_script"):
+            atexit.register(self._flush_at_exit, sync_client.register_script(script_text))
+
+    def add(self, key: str, increment: float, ttl: Optional[int]) -> None:
+        loop = asyncio.get_running_loop()
+        if self._task is None or self._task.done() or self._task.get_loop() is not loop:
+            self._task = loop.create_task(self._run())
+        held = self.pending.setdefault(key, [0.0, float(ttl or 0)])
+        held[0] += increment
+        self.tier.stat("deferred_increments", 1)
+
+    async def _run(self) -> None:
+        while True:
+            await asyncio.sleep(self.flush_s)
+            await self.flush()
+            cutoff = _clock_s() - limiter_host_tier.TOKEN_LIMITED_S
+            for key in [k for k, seen in limiter_host_tier._token_limited.items() if seen < cutoff]:
+                del limiter_host_tier._token_limited[key]
+
+    def _chunks(self) -> List[Tuple[List[str], List[Any]]]:
+        """Takes what is pending: (keys, ARGV) of script calls of at most 500 counters."""
+        batch, self.pending = self.pending, {}
+        items = [(k, v) for k, v in batch.items() if v[0]]
+        out = []
+        for start in range(0, len(items), 500):
+            chunk = items[start:start + 500]
+            args: List[Any] = []
+            for _, (increment, ttl) in chunk:
+                args += [int(increment) if increment.is_integer() else increment, int(ttl)]
+            out.append(([k for k, _ in chunk], args))
+        return out
+
+    def _keep(self, keys: List[str], args: List[Any]) -> None:
+        for n, key in enumerate(keys):
+            held = self.pending.setdefault(key, [0.0, float(args[2 * n + 1])])
+            held[0] += float(args[2 * n])
+
+    def _flush_at_exit(self, sync_script: Any) -> None:
+        for keys, args in self._chunks():
+            try:
+                sync_script(keys=keys, args=args)
+            except Exception as error:  # noqa: BLE001 - exiting: say what is lost
+                log.warning("fast_litellm: %d deferred token counts not sent to Redis at exit: %s", len(keys), error)
+
+    async def flush(self) -> None:
+        chunks = self._chunks()
+        for n, (keys, args) in enumerate(chunks):
+            self.tier.stat("redis_calls", 1)
+            try:
+                await asyncio.wait_for(self.script(keys=keys, args=args), self.tier.timeout_s * 4)
+            except Exception as error:  # noqa: BLE001 - Redis down: kept for the next flush
+                self.tier.stat("redis_failures", 1)
+                if not self._failing:
+                    log.warning("fast_litellm: sending deferred token counts to Redis failed (kept for the next "
+                                "flush): %s", error)
+                self._failing = True
+                # (A call that timed out may have run: then it is counted twice, which admits less.)
+                for rest in chunks[n:]:
+                    self._keep(*rest)
+                return
+            self._failing = False
+
+
+_deferred: "weakref.WeakKeyDictionary[Any, _DeferredIncrements]" = weakref.WeakKeyDictionary()
+
+
+def _deferrals(limiter: Any, tier: HostTier) -> Optional[_DeferredIncrements]:
+    settings = limiter_host_tier._settings
+    if settings is None or not settings.flush_s or getattr(limiter, "token_increment_script", None) is None:
+        return None
+    deferred = _deferred.get(limiter)
+    if deferred is None:
+        script_text = getattr(inspect.getmodule(type(limiter)), "TOKEN_INCREMENT_SCRIPT", None)
+        if not isinstance(script_text, str):
+            return None
+        deferred = _deferred[limiter] = _DeferredIncrements(limiter, tier, settings.flush_s, script_text)
+    return deferred
+
+
+def _left_for_redis(tier: HostTier, deferred: Optional[_DeferredIncrements], op: Mapping[str, Any],
+                    window: Optional[int]) -> bool:
+    """Settles `op` in the host's lease (a counter with a token limit) or defers it (one
+    without, unguarded); whether LiteLLM must still send it to Redis."""
+    key, increment = op["key"], op["increment_value"]
+    if not isinstance(increment, (int, float)) or not float(increment).is_integer():
+        return True
+    if key in limiter_host_tier._token_limited or window is not None:
+        try:
+            return tier.settle(key, int(increment), window) != 0
+        except shm.RegionFullError:
+            return True
+    if deferred is not None and key.endswith(":tokens"):
+        deferred.add(key, float(increment), op.get("ttl"))
+        return False
+    return True
+
+
+def increment_tokens_with_ttl_preservation(original: Any) -> Any:
+    """LiteLLM's post-call token increments (`async_increment_tokens_with_ttl_preservation`,
+    unguarded INCRBYs of actual - reserved, or of the usage where nothing was reserved): those
+    of a counter with a token limit that this host leases are settled in the lease
+    (`HostTier.settle`), those of a counter without one are deferred, and LiteLLM sends the rest
+    as it does. (The original is held in the closure, as above.)"""
+
+    async def increment(self: Any, pipeline_operations: List[Any], parent_otel_span: Any = None) -> None:
+        if limiter_host_tier._without_redis(self):  # the region limiter's own path (limiter.py), under `original`
+            await original(self, pipeline_operations=pipeline_operations, parent_otel_span=parent_otel_span)
+            return
+        if limiter_host_tier._cluster(self):
+            raise Decline("Redis Cluster")
+        tier = limiter_host_tier._tier(self)
+        deferred = _deferrals(self, tier)
+        rest = [op for op in pipeline_operations if _left_for_redis(tier, deferred, op, None)]
+        if rest:
+            try:
+                await original(self, pipeline_operations=rest, parent_otel_span=parent_otel_span)
+            except Exception as error:
+                raise OriginalRaised(error) from error
+
+    return increment
+
+
+def _window_start(raw: Any) -> Optional[int]:
+    try:
+        start = float(raw)
+    except (TypeError, ValueError):
+        return None
+    return int(start) if start.is_integer() and start > 0 else None
+
+
+def increment_reservation_aware_tokens(original: Any) -> Any:
+    """LiteLLM's window-guarded post-call reconciliations (`async_increment_reservation_aware_tokens`):
+    those of a Redis window this host holds the lease of are settled in the lease; the rest,
+    and every one of LiteLLM's in-memory reservations, are LiteLLM's."""
+
+    async def increment(self: Any, pipeline_operations: Sequence[Any], parent_otel_span: Any = None) -> None:
+        if limiter_host_tier._without_redis(self):
+            await original(self, pipeline_operations=pipeline_operations, parent_otel_span=parent_otel_span)
+            return
+        if limiter_host_tier._cluster(self):
+            raise Decline("Redis Cluster")
+        tier = limiter_host_tier._tier(self)
+        rest = []
+        for op in pipeline_operations:
+            window = _window_start(op.get("expected_window_start"))
+            guarded = op.get("window_key") is not None and op.get("reservation_backend") != "local"
+            if not guarded or window is None or _left_for_redis(tier, None, op, window):
+                rest.append(op)
+        if rest:
+            try:
+                await original(self, pipeline_operations=tuple(rest), parent_otel_span=parent_otel_span)
+            except Exception as error:
+                raise OriginalRaised(error) from error
+
+    return increment
