@@ -32,3 +32,14 @@ def run_python(code: str, env: Optional[Dict[str, str]] = None, timeout: float =
     if proc.returncode != 0 or not lines:
         raise AssertionError(f"child failed (exit {proc.returncode})\nstdout:\n{proc.stdout}\nstderr:\n{proc.stderr}")
     return json.loads(lines[-1][len(RESULT_MARK):])
+
+
+def host_tier_metrics(region):
+    """The host tier's counters in the Prometheus output of a process on that host's region."""
+    text = run_python("""
+        from fast_litellm import metrics
+        emit(metrics.render().decode())
+    """, env={"FAST_LITELLM_SHM": region, "FAST_LITELLM_DISABLE": "0"})
+    prefix = "fast_litellm_host_tier_"
+    return {line.split()[0][len(prefix):].removesuffix("_total"): float(line.split()[1])
+            for line in text.splitlines() if line.startswith(prefix) and line.split()[0].endswith("_total")}

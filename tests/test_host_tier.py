@@ -13,6 +13,8 @@ import uuid
 
 import pytest
 
+from subproc import host_tier_metrics
+
 HERE = os.path.dirname(__file__)
 
 
@@ -81,19 +83,6 @@ def hosts(redis_server, tmp_path):
     h = Hosts(redis_server, tmp_path)
     yield h
     h.cleanup()
-
-
-def host_tier_metrics(region):
-    """The host tier's counters in the Prometheus output of a process on that host's region."""
-    from subproc import run_python
-
-    text = run_python("""
-        from fast_litellm import metrics
-        emit(metrics.render().decode())
-    """, env={"FAST_LITELLM_SHM": region, "FAST_LITELLM_DISABLE": "0"})
-    prefix = "fast_litellm_host_tier_"
-    return {line.split()[0][len(prefix):].removesuffix("_total"): float(line.split()[1])
-            for line in text.splitlines() if line.startswith(prefix) and line.split()[0].endswith("_total")}
 
 
 def admitted_by_window(results):
@@ -350,6 +339,49 @@ def test_redis_down_keeps_each_policys_bound_stalls_no_request_and_loses_no_usag
     assert counted == outage_units + later, (counted, outage_units, later)
     if policy != "local-share":  # (local-share: the first host to charge may get a unit first)
         assert later == {"closed": 2, "open": 0}[policy], (later, counted)
+
+
+def test_what_the_policy_admitted_reaches_redis_with_no_later_request_and_refunds_cancel_it(redis_server, tmp_path):
+    """Units a host admitted while Redis hung are charged once it answers, by the host's idle
+    loop, with no later request on the key (a key used once, or a host stopping, never makes
+    the lease call that used to charge them); and a reconciliation's refund of such a
+    reservation cancels part of the debt instead of reaching Redis first, where it would count
+    less than was admitted until the debt is charged."""
+    from subproc import run_python
+
+    key = uuid.uuid4().hex[:8]
+    out = run_python(f"""
+        import asyncio, os, signal, time, redis.asyncio
+        from fast_litellm import shm
+        from fast_litellm.host_tier import HostTier, Limit
+
+        async def main():
+            client = redis.asyncio.Redis(port={redis_server.port})
+            region = shm.Region("{tmp_path}/region", capacity=1 << 12)
+            tier = HostTier(region, client, hosts=2, idle_s=1.0, retry_s=1.0)
+            rpm = Limit("{{r{key}}}:window", "{{r{key}}}:requests", 20, 1)
+            tokens = Limit("{{t{key}}}:window", "{{t{key}}}:tokens", 1000, 100)
+            debts = lambda: [region.counter_get("tier-debt:" + k) or 0 for k in (rpm.counter_key, tokens.counter_key)]
+            os.kill({redis_server.process.pid}, signal.SIGSTOP)
+            try:
+                admitted = [(await tier.admit([rpm])).allowed for _ in range(4)]
+                admitted.append((await tier.admit([tokens])).allowed)
+                left_for_redis = tier.settle(tokens.counter_key, -80)  # 20 of the 100 reserved used
+                during = debts()
+            finally:
+                os.kill({redis_server.process.pid}, signal.SIGCONT)
+            deadline = time.time() + 20
+            while time.time() < deadline and any(debts()):
+                await asyncio.sleep(0.2)
+            counted = [await client.get(k) for k in (rpm.counter_key, tokens.counter_key)]
+            emit({{"admitted": admitted, "left_for_redis": left_for_redis, "during": during, "after": debts(),
+                   "counted": [None if c is None else int(c) for c in counted]}})
+
+        asyncio.run(main())
+    """, env={"FAST_LITELLM_DISABLE": "1"})
+    assert out["admitted"] == [True] * 5 and out["left_for_redis"] == 0, out
+    assert out["during"] == [4, 20] and out["after"] == [0, 0], out
+    assert out["counted"] == [4, 20], out
 
 
 @pytest.mark.parametrize("cut", ["hang", "refuse"])

@@ -430,13 +430,62 @@ class HostTier:
             share = lim.limit // self.host_count()
             if not self.region.hit(f"tier-share:{lim.counter_key}", share, float(lim.window_s), lim.cost).allowed:
                 return 0, 0
-        self.region.counter_add(self._debt_key(lim), lim.cost, 0.0)  # charged to Redis when it is back
+        self.region.counter_add(self._debt_key(lim.counter_key), lim.cost, 0.0)  # charged to Redis when it is back
         self.stat("policy_admitted_units", lim.cost)
         return lim.cost, 0
 
     @staticmethod
-    def _debt_key(lim: Limit) -> str:
-        return f"tier-debt:{lim.counter_key}"
+    def _debt_key(counter_key: str) -> str:
+        return f"tier-debt:{counter_key}"
+
+    def _take_debt(self, counter_key: str, most: Optional[int] = None) -> int:
+        """Takes up to `most` (default all) of a counter's debt out of the region, for one call to
+        charge: a worker taking it at the same time gets only what is left, never the same units."""
+        key = self._debt_key(counter_key)
+        want = self.region.counter_get(key) or 0
+        if most is not None:
+            want = min(want, most)
+        if want <= 0:
+            return 0
+        after = self.region.counter_add(key, -want, 0.0)
+        if after < 0:  # another worker took part of it first
+            self.region.counter_add(key, -after, 0.0)
+            want += after
+        return max(0, want)
+
+    def _restore_debts(self, limits: Sequence[Limit], debts: Sequence[int]) -> None:
+        """Puts back debts taken for a call that failed."""
+        for lim, debt in zip(limits, debts):
+            if debt:
+                self.region.counter_add(self._debt_key(lim.counter_key), debt, 0.0)
+
+    async def charge_debts(self) -> int:
+        """Charges to Redis the debts of the limits this process has used, units admitted while
+        Redis could not be reached, without waiting for a request that needs a lease (there may
+        be none before the window ends, or before the process stops): one call, granting
+        nothing. Returns the units charged."""
+        if self._redis_down():
+            return 0
+        limits = list(self._seen.values())
+        debts = [self._take_debt(lim.counter_key) for lim in limits]
+        owed = [(lim, debt) for lim, debt in zip(limits, debts) if debt]
+        if not owed:
+            return 0
+        keys: List[str] = []
+        args: List[Any] = []
+        for lim, debt in owed:
+            keys += [lim.window_key, lim.counter_key]
+            args += [lim.limit, 0, 0, lim.ttl_s, lim.window_s, debt]
+        keys.append(HOSTS_KEY)
+        self.stat("redis_calls", 1)
+        try:
+            await asyncio.wait_for(self._lease(keys=keys, args=[*args, ""]), self.timeout_s)
+        except Exception as error:  # noqa: BLE001 - kept for the next call (one that ran anyway charges twice: less admitted)
+            self._restore_debts([lim for lim, _ in owed], [debt for _, debt in owed])
+            self._failed(error)
+            return 0
+        self._answered()
+        return sum(debt for _, debt in owed)
 
     async def _refill(self, limits: Sequence[Limit]) -> List[Tuple[int, int]]:
         """`_lease_call`, with the other tasks of this process that miss the same limits
@@ -461,7 +510,7 @@ class HostTier:
             return self._policy_answers(limits, "the breaker is open")
         sent = _clock_s()
         wants = [self._want(lim, lim.cost, sent) for lim in limits]
-        debts = [self.region.counter_get(self._debt_key(lim)) or 0 for lim in limits]
+        debts = [self._take_debt(lim.counter_key) for lim in limits]
         keys: List[str] = []
         args: List[int] = []
         for lim, want, debt in zip(limits, wants, debts):
@@ -480,11 +529,9 @@ class HostTier:
             # A call that timed out may still have run: its grants are then stranded (counted,
             # never spent) and its debts charged while they are also kept here (charged twice):
             # both err towards admitting less, never more.
+            self._restore_debts(limits, debts)
             self._failed(error)
             return self._policy_answers(limits, f"{type(error).__name__}: {error}")
-        for lim, debt in zip(limits, debts):
-            if debt:
-                self.region.counter_add(self._debt_key(lim), -debt, 0.0)
         self.stat("redis_wait_us", int((_clock_s() - sent) * 1e6))
         self._answered()
         # Kept for an hour: through an outage it is what the local share divides by.
@@ -524,6 +571,16 @@ class HostTier:
         the window stays what LiteLLM's INCRBY would make it. Returns what is left for Redis:
         0, or `delta` when the lease cannot take it (no window of this process's refills live,
         or too few units for a charge)."""
+        if delta < 0 and window is None:
+            # A refund while the host owes Redis units it admitted without it (the down policy)
+            # cancels part of that debt: sent now, it would make Redis count less than was
+            # admitted until the debt is charged. Only whole: a part would be sent twice.
+            netted = self._take_debt(counter_key, -delta)
+            if netted == -delta:
+                self.stat("settled_units", netted)
+                return 0
+            if netted:
+                self.region.counter_add(self._debt_key(counter_key), netted, 0.0)
         # The window this process last refilled in, while it is live: a spent lease is refilled
         # by a refund, a lease of a newer window (another worker's refill) is not this one.
         known, end = self._deadlines.get(counter_key, (0, 0))
@@ -552,6 +609,8 @@ class HostTier:
             await asyncio.sleep(self.idle_s / 2)
             now = _clock_s()
             idle = [k for k, t in self._last_use.items() if now - t >= self.idle_s]
+            # Before the keys are forgotten: their debts would wait for a request to charge them.
+            await self.charge_debts()
             if not idle:
                 continue
             try:
@@ -559,41 +618,60 @@ class HostTier:
             except Exception as error:  # noqa: BLE001 - the units stay stranded until the window ends
                 log.warning("fast_litellm: returning idle leases to Redis failed: %s", error)
             for k in idle:  # a process forgets the keys it stopped using: no growth with keys seen
-                if now - self._last_use.get(k, now) >= self.idle_s:
+                if now - self._last_use.get(k, now) >= self.idle_s and not self.region.counter_get(self._debt_key(k)):
                     self._last_use.pop(k, None)
                     self._seen.pop(k, None)
                     self._deadlines.pop(k, None)
 
     async def close(self) -> int:
-        """Stops the idle returns and gives every lease back (shutdown)."""
+        """Stops the idle returns, charges the debts and gives every lease back (shutdown)."""
         if self._idle_task is not None:
             self._idle_task.cancel()
             self._idle_task = None
+        await self.charge_debts()
         return await self.give_back()
 
-    async def give_back(self, keys: Optional[Sequence[str]] = None) -> int:
-        """Returns the unspent units of the leases of `keys` (default: every key this process
-        has used) to Redis, guarded by the window they were granted in. Returns the units
-        given back."""
-        pairs: List[Tuple[Limit, int, int]] = []
+    def _take_unspent(self, keys: Optional[Sequence[str]]) -> Optional[Tuple[List[str], List[int]]]:
+        """Takes the unspent units of the leases of `keys` (default: every key this process has
+        used) out of the region, so that no worker spends what is being returned: the return
+        script's KEYS and ARGV, None when there is nothing to return."""
+        redis_keys: List[str] = []
+        args: List[int] = []
         for key in list(self._seen) if keys is None else keys:
             lim = self._seen.get(key)
             if lim is None:
                 continue
             _, left = self.region.lease_left(key)
-            # Take them out of the lease first, so no worker spends what is being returned;
-            # the take names the window they are of.
+            # The take names the window they are of.
             taken, stamp, _ = self.region.lease_take(key, left) if left else (False, 0, 0)
             if taken:
-                pairs.append((lim, stamp, left))
-        if not pairs:
+                redis_keys += [lim.window_key, lim.counter_key]
+                args += [stamp, left]
+        return (redis_keys, args) if redis_keys else None
+
+    async def give_back(self, keys: Optional[Sequence[str]] = None) -> int:
+        """Returns the unspent units of the leases of `keys` (default: every key this process
+        has used) to Redis, guarded by the window they were granted in. Returns the units
+        given back."""
+        taken = self._take_unspent(keys)
+        if taken is None:
             return 0
-        redis_keys: List[str] = []
-        args: List[int] = []
-        for lim, stamp, left in pairs:
-            redis_keys += [lim.window_key, lim.counter_key]
-            args += [stamp, left]
         self.stat("redis_calls", 1)
-        returned = sum(int(v) for v in await self._return(keys=redis_keys, args=args))
+        returned = sum(int(v) for v in await self._return(keys=taken[0], args=taken[1]))
         self.stat("returned_units", returned)
         return returned
+
+    def give_back_at_exit(self, sync_return: Any) -> None:
+        """At a worker's exit (its event loop is gone): `give_back` through a synchronous
+        client's RETURN_SCRIPT, so that a stopping worker's leases reach the other hosts now
+        rather than at their window's end."""
+        taken = self._take_unspent(None)
+        if taken is None:
+            return
+        try:
+            returned = sum(int(v) for v in sync_return(keys=taken[0], args=taken[1]))
+        except Exception as error:  # noqa: BLE001 - exiting: they stay stranded until the window ends
+            log.warning("fast_litellm: leases not given back to Redis at exit: %s", error)
+            return
+        self.stat("redis_calls", 1)
+        self.stat("returned_units", returned)

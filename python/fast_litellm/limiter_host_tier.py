@@ -70,6 +70,7 @@ lease call. FAST_LITELLM_REDIS_FLUSH_MS (1000; 0 sends each increment as LiteLLM
 
 from __future__ import annotations
 
+import atexit
 import contextvars
 import inspect
 import logging
@@ -79,7 +80,7 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 from . import shm
 from ._acceleration import Decline, OriginalRaised
 from ._config import HostTierSettings
-from .host_tier import HostTier, Limit, RedisUnverifiable, _clock_s
+from .host_tier import RETURN_SCRIPT, HostTier, Limit, RedisUnverifiable, _clock_s
 
 log = logging.getLogger("fast_litellm")
 
@@ -107,6 +108,17 @@ class _LiteLLMRedis:
         return self.cache.async_register_script(script)
 
 
+def sync_script(redis_cache: Any, text: str) -> Optional[Callable[..., Any]]:
+    """A script on LiteLLM's synchronous client, for exit handlers (no event loop is left),
+    its keys namespaced as `RedisCache.async_register_script` namespaces them."""
+    client = getattr(redis_cache, "redis_client", None)
+    if client is None or not hasattr(client, "register_script"):
+        return None
+    script = client.register_script(text)
+    namespaced = getattr(redis_cache, "check_and_fix_namespace", None) or (lambda key: key)
+    return lambda keys, args: script(keys=[namespaced(k) for k in keys], args=args)
+
+
 def _without_redis(limiter: Any) -> bool:
     store = getattr(limiter, "rate_limits", None)  # 1.110's RateLimitStore
     if store is not None:
@@ -122,6 +134,10 @@ def _tier(limiter: Any) -> HostTier:
             raise Decline("no region or no Redis")
         tier = _tiers[limiter] = HostTier(_region, _LiteLLMRedis(redis_cache), hosts=_settings.hosts,
                                           down_policy=_settings.down_policy, timeout_s=_settings.timeout_s)
+        # A worker that exits (gunicorn's sys.exit) gives its leases back with LiteLLM's sync client.
+        sync_return = sync_script(redis_cache, RETURN_SCRIPT)
+        if sync_return is not None:
+            atexit.register(tier.give_back_at_exit, sync_return)
         fail_closed = getattr(limiter, "_fail_closed_resolver", None)  # from 1.105
         if callable(fail_closed):
             tier.fail_closed = lambda: bool(fail_closed())

@@ -38,9 +38,9 @@ class _DeferredIncrements:
         self._task: Optional["asyncio.Task[None]"] = None
         self._failing = False
         # A worker that exits (gunicorn's sys.exit) sends what it holds with LiteLLM's sync client.
-        sync_client = getattr(limiter.internal_usage_cache.dual_cache.redis_cache, "redis_client", None)
-        if sync_client is not None and hasattr(sync_client, "register_script"):
-            atexit.register(self._flush_at_exit, sync_client.register_script(script_text))
+        sync_increment = limiter_host_tier.sync_script(limiter.internal_usage_cache.dual_cache.redis_cache, script_text)
+        if sync_increment is not None:
+            atexit.register(self._flush_at_exit, sync_increment)
 
     def add(self, key: str, increment: float, ttl: Optional[int]) -> None:
         loop = asyncio.get_running_loop()
