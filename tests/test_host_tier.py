@@ -196,6 +196,62 @@ def test_a_cost_larger_than_one_grant_is_made_of_the_grant_and_what_the_host_hel
     assert out == {"admitted": [True, True, True, False], "counter": 10, "held": 0}, out
 
 
+def test_a_worker_whose_loop_runs_late_waits_for_redis_instead_of_admitting_by_the_policy(redis_server, tmp_path):
+    """A loaded worker's event loop runs late (here one task holds it 150 ms a turn, as dozens
+    of requests in flight do): Redis answers in a millisecond, but the worker reads the reply
+    after the 250-ms timeout. The wait is extended while the loop lags, so each request is
+    admitted from Redis's grant (before, they timed out and the down policy admitted beside
+    Redis's grants: 31 at rpm 30 in a CI run). With Redis hung, such a worker still gets the
+    policy's answer within 8 timeouts."""
+    from subproc import run_python
+
+    key = uuid.uuid4().hex[:8]
+    out = run_python(f"""
+        import asyncio, os, signal, time, redis.asyncio
+        from fast_litellm import shm
+        from fast_litellm.host_tier import HostTier, Limit, stat_key
+
+        async def main():
+            client = redis.asyncio.Redis(port={redis_server.port})
+            region = shm.Region("{tmp_path}/region", capacity=1 << 12)
+            tier = HostTier(region, client, hosts=1, timeout_s=0.25)
+            limit = lambda n: Limit("{{k{key}-%d}}:window" % n, "{{k{key}-%d}}:requests" % n, 10, 1)
+            await tier.admit([limit(0)])  # its connection and script are ready
+            busy = True
+
+            async def hog():
+                while busy:
+                    time.sleep(0.15)
+                    await asyncio.sleep(0)
+
+            hogging = asyncio.ensure_future(hog())
+            admitted = [(await tier.admit([limit(n)])).allowed for n in range(1, 6)]
+            stats = lambda: {{name: region.counter_get(stat_key(name)) or 0
+                             for name in ("redis_failures", "lagged_waits", "policy_admitted_units")}}
+            lagging = stats()
+            counted = [int(await client.get(limit(n).counter_key) or 0) for n in range(1, 6)]
+            os.kill({redis_server.process.pid}, signal.SIGSTOP)
+            try:
+                begun = time.monotonic()
+                admitted.append((await tier.admit([limit(6)])).allowed)
+                hung_s = time.monotonic() - begun
+            finally:
+                os.kill({redis_server.process.pid}, signal.SIGCONT)
+            busy = False
+            await hogging
+            emit({{"admitted": admitted, "lagging": lagging, "counted": counted, "hung_s": hung_s,
+                   "hung": stats()}})
+
+        asyncio.run(main())
+    """, env={"FAST_LITELLM_DISABLE": "1"})
+    assert out["admitted"] == [True] * 6, out
+    assert out["lagging"]["redis_failures"] == 0 and out["lagging"]["policy_admitted_units"] == 0, out
+    assert out["lagging"]["lagged_waits"] >= 1 and out["counted"] == [1] * 5, out
+    # Hung: extended up to 8 x 250 ms (the loop lags), then the policy admits; one failure.
+    assert 0.25 <= out["hung_s"] <= 2.0 + 0.5, out
+    assert out["hung"]["redis_failures"] == 1 and out["hung"]["policy_admitted_units"] == 1, out
+
+
 def test_a_host_killed_after_a_large_grant_causes_no_over_admission_and_its_units_return_at_window_end(hosts):
     limit = [pair("api_key:killed", 20, window_s=3)]
     # The victim asks often enough for its leases to grow, then holds them and is killed.

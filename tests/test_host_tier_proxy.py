@@ -95,7 +95,7 @@ def test_three_hosts_admit_exactly_the_limit_as_litellm_alone_does(tmp_path, ups
     redis_server.client().flushall()
     per_proxy, _, failures = _run(tmp_path, upstream, redis_server, settle_s=1.5)
     total = sum(per_proxy, collections.Counter())
-    assert total == {200: 30, 429: 60}, per_proxy
+    assert total == {200: 30, 429: 60}, (per_proxy, failures)
     assert sum(1 for c in per_proxy if c[200]) >= 2, per_proxy
     # The key's token counters have no limit: their increments, sent summed once a flush
     # interval, count the usage (the mock's 21 tokens per admitted request) as LiteLLM's do.

@@ -24,11 +24,12 @@ import asyncio
 import logging
 import socket
 from dataclasses import dataclass
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Awaitable, Callable, Dict, List, Optional, Sequence, Tuple, TypeVar
 
-from . import _native
+from . import _native, host_tier_wait
 
 log = logging.getLogger("fast_litellm")
+T = TypeVar("T")
 
 # Per (window key, counter key) pair: first charge `debt` (units admitted here while Redis
 # could not be reached) to the live window without a check, then grant min(want, limit -
@@ -134,6 +135,7 @@ STATS = {
     "redis_calls": "Lease, return and deferred-increment calls the host tier made to Redis.",
     "redis_failures": "Of those, calls that failed or timed out.",
     "redis_wait_us": "Microseconds requests waited on the host tier's Redis calls.",
+    "lagged_waits": "Waits on a Redis call extended past the timeout because the worker's event loop was running late.",
     "granted_units": "Units Redis granted to this host's leases (requests' own units included).",
     "returned_units": "Unspent units given back to Redis (idle and at shutdown).",
     "stranded_units": "Granted units left unkept because their window was ending (counted in Redis, never spent).",
@@ -393,6 +395,12 @@ class HostTier:
 
     # ---- Redis slow or down: the breaker, the policy, the debt -------------------------------
 
+    async def within_timeout(self, call: Awaitable[T], timeouts: int = 1) -> T:
+        """`call`, given `timeouts` × timeout_s of this process's responsive event loop
+        (`host_tier_wait`)."""
+        return await host_tier_wait.within_timeout(call, self.timeout_s * timeouts,
+                                                   lambda: self.stat("lagged_waits", 1))
+
     def _redis_down(self) -> bool:
         """The host-wide breaker is open: no call until it half-opens after retry_s."""
         return self.region.value_get(BREAKER_OPEN) is not None
@@ -479,7 +487,7 @@ class HostTier:
         keys.append(HOSTS_KEY)
         self.stat("redis_calls", 1)
         try:
-            await asyncio.wait_for(self._lease(keys=keys, args=[*args, ""]), self.timeout_s)
+            await self.within_timeout(self._lease(keys=keys, args=[*args, ""]))
         except Exception as error:  # noqa: BLE001 - kept for the next call (one that ran anyway charges twice: less admitted)
             self._restore_debts([lim for lim, _ in owed], [debt for _, debt in owed])
             self._failed(error)
@@ -523,7 +531,7 @@ class HostTier:
         call_args: List[Any] = [*args, self.host_id if beat else ""]
         self.stat("redis_calls", 1)
         try:
-            reply = [int(v) for v in await asyncio.wait_for(self._lease(keys=keys, args=call_args), self.timeout_s)]
+            reply = [int(v) for v in await self.within_timeout(self._lease(keys=keys, args=call_args))]
         except Exception as error:  # noqa: BLE001 - Redis slow or down: the policy answers
             self.stat("redis_wait_us", int((_clock_s() - sent) * 1e6))
             # A call that timed out may still have run: its grants are then stranded (counted,

@@ -94,13 +94,12 @@ class _Slots:
         then wait for LiteLLM's prune)."""
         from . import limiter as limiter_module
 
-        settings = tier._settings
-        if tier._tier(limiter)._redis_down():
+        host = tier._tier(limiter)
+        if host._redis_down():
             return 0
         args = [x for _ in keys for x in (0, int(limiter_module._slot_ttl_s), slot_id)]
         try:
-            pruned = await asyncio.wait_for(self.prologue_script(keys=keys, args=args),
-                                            settings.timeout_s if settings else None)
+            pruned = await host.within_timeout(self.prologue_script(keys=keys, args=args))
         except Exception as error:  # noqa: BLE001 - LiteLLM's step still runs, with its own error handling
             if not self._failing:
                 log.warning("fast_litellm: dropping a dead host's max_parallel_requests slots failed: %s", error)

@@ -88,7 +88,8 @@ class _DeferredIncrements:
         for n, (keys, args) in enumerate(chunks):
             self.tier.stat("redis_calls", 1)
             try:
-                await asyncio.wait_for(self.script(keys=keys, args=args), self.tier.timeout_s * 4)
+                # Off the request path: longer than a lease call may take.
+                await self.tier.within_timeout(self.script(keys=keys, args=args), timeouts=4)
             except Exception as error:  # noqa: BLE001 - Redis down: kept for the next flush
                 self.tier.stat("redis_failures", 1)
                 if not self._failing:
