@@ -37,9 +37,9 @@ def small_tmpfs():
 
 #: What the version matrix (scripts/matrix.sh: `pytest -m matrix` in a venv per LiteLLM minor)
 #: runs: every component on, limiter parity and cross-process exactness, router usage,
-#: cooldowns and slots, pool caps, token parity (FL_TOKEN_CASES cases), the disable flag and
-#: import order, and the launcher's bootstrap. Named here, in one place, rather than marked in
-#: each file.
+#: cooldowns and slots, pool caps, token parity (FL_TOKEN_CASES cases), the auth's failed
+#: import, the disable flag and import order, and the launcher's bootstrap. Named here, in
+#: one place, rather than marked in each file.
 MATRIX = {
     # What depends on the LiteLLM release; the rest (flag parsing, each flag alone, the
     # untested-version warning, the chunking constants) runs in the full suite on the pin.
@@ -59,6 +59,7 @@ MATRIX = {
     "test_pool.py": ("test_the_per_host_limit_holds_for_all_workers_together",
                      "test_slots_come_back_after_errors_cancellations_timeouts_and_streams"),
     "test_tokens.py": ("test_parity_with_unpatched_litellm_on_generated_cases",),
+    "test_auth.py": ("test_the_failed_import_is_run_once_and_logs_and_returns_what_litellms_own_does",),
     "test_launcher.py": ("test_the_bootstrap_imports_fast_litellm_before_the_proxy_app_and_keeps_the_users_sitecustomize",),
 }
 

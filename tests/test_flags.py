@@ -22,6 +22,7 @@ COMPONENT_FLAGS = [
     "FAST_LITELLM_RUST_ROUTING",
     "FAST_LITELLM_RUST_TOKEN_COUNTING",
     "FAST_LITELLM_BATCH_TOKEN_COUNTING",
+    "FAST_LITELLM_AUTH_OTEL_IMPORT",
 ]
 
 
@@ -92,7 +93,7 @@ def test_import_order_does_not_matter_and_remove_restores(order, region_path):
     out = run_python(ORDER.format(order=order), {"FAST_LITELLM_SHM": region_path})
     assert out["states"] == {
         "rate_limiter": "on", "router": "on", "connection_pool": "on",
-        "token_counting": "on", "batch_token_counting": "on", "routing": "off",
+        "token_counting": "on", "batch_token_counting": "on", "auth_otel_import": "on", "routing": "off",
     }
     assert out["patched"] == {"limiter": True, "slots": True}
     assert out["restored"], "remove_acceleration() put every original back"
@@ -105,6 +106,7 @@ def test_import_order_does_not_matter_and_remove_restores(order, region_path):
     ("FAST_LITELLM_RUST_CONNECTION_POOL", "connection_pool"),
     ("FAST_LITELLM_RUST_TOKEN_COUNTING", "token_counting"),
     ("FAST_LITELLM_BATCH_TOKEN_COUNTING", "batch_token_counting"),
+    ("FAST_LITELLM_AUTH_OTEL_IMPORT", "auth_otel_import"),
 ])
 def test_each_component_flag_turns_its_component_off_alone(variable, component, region_path):
     out = run_python(STATUS, {"FAST_LITELLM_SHM": region_path, variable: "false"})

@@ -147,6 +147,9 @@ class Component:
     _chosen: bool = field(default=False, repr=False)
     #: (owner, attribute, original) of every patch, in the order they were made.
     patches: List[Tuple[Any, str, Any]] = field(default_factory=list)
+    #: What else `restore()` undoes, newest first: changes that are not an attribute (a finder
+    #: put in sys.meta_path).
+    undo: List[Callable[[], None]] = field(default_factory=list)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     @property
@@ -278,6 +281,8 @@ class Component:
         for owner, attribute, original in reversed(self.patches):
             setattr(owner, attribute, original)
         self.patches.clear()
+        while self.undo:
+            self.undo.pop()()
         self.reason = "removed by remove_acceleration()"
 
     def status(self) -> Dict[str, Any]:
@@ -334,6 +339,7 @@ COMPONENTS: Tuple[Tuple[str, str, Optional[str], Flag, bool], ...] = (
     ("connection_pool", "FAST_LITELLM_RUST_CONNECTION_POOL", "fast_litellm.pool", Flag("on"), False),
     ("token_counting", "FAST_LITELLM_RUST_TOKEN_COUNTING", "fast_litellm.tokens", Flag("on"), False),
     ("batch_token_counting", "FAST_LITELLM_BATCH_TOKEN_COUNTING", "fast_litellm.tokens:install_batch", Flag("on"), False),
+    ("auth_otel_import", "FAST_LITELLM_AUTH_OTEL_IMPORT", "fast_litellm.auth", Flag("on"), False),
     ("routing", "FAST_LITELLM_RUST_ROUTING", None, Flag("off"), False),
 )
 ROUTING_NOT_SHIPPED = "not shipped: LiteLLM's own deployment selection is used (README, Routing)"
