@@ -33,7 +33,9 @@ def _region():
 def when_ready(server):
     """Master, app loaded, before the first fork: say which region the workers will share, and
     load the tokenizers once here, so that every worker uses the master's copy (about 65 MiB
-    less per worker than each loading its own; README, Token counting)."""
+    less per worker than each loading its own; README, Token counting). The objects the
+    master built stay shared too: fast_litellm's gc_freeze component freezes them before each
+    fork, so no collection in a worker writes to their pages (README, gc_freeze)."""
     import fast_litellm
     from fast_litellm import tokens
 

@@ -60,6 +60,7 @@ MATRIX = {
                      "test_slots_come_back_after_errors_cancellations_timeouts_and_streams"),
     "test_tokens.py": ("test_parity_with_unpatched_litellm_on_generated_cases",),
     "test_auth.py": ("test_the_failed_import_is_run_once_and_logs_and_returns_what_litellms_own_does",),
+    "test_gc_freeze.py": ("test_a_forked_worker_leaves_the_masters_pages_shared_and_startup_objects_are_frozen",),
     "test_launcher.py": ("test_the_bootstrap_imports_fast_litellm_before_the_proxy_app_and_keeps_the_users_sitecustomize",),
 }
 

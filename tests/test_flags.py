@@ -93,7 +93,8 @@ def test_import_order_does_not_matter_and_remove_restores(order, region_path):
     out = run_python(ORDER.format(order=order), {"FAST_LITELLM_SHM": region_path})
     assert out["states"] == {
         "rate_limiter": "on", "router": "on", "connection_pool": "on",
-        "token_counting": "on", "batch_token_counting": "on", "auth_otel_import": "on", "routing": "off",
+        "token_counting": "on", "batch_token_counting": "on", "auth_otel_import": "on", "gc_freeze": "on",
+        "routing": "off",
     }
     assert out["patched"] == {"limiter": True, "slots": True}
     assert out["restored"], "remove_acceleration() put every original back"
@@ -107,6 +108,7 @@ def test_import_order_does_not_matter_and_remove_restores(order, region_path):
     ("FAST_LITELLM_RUST_TOKEN_COUNTING", "token_counting"),
     ("FAST_LITELLM_BATCH_TOKEN_COUNTING", "batch_token_counting"),
     ("FAST_LITELLM_AUTH_OTEL_IMPORT", "auth_otel_import"),
+    ("FAST_LITELLM_GC_FREEZE", "gc_freeze"),
 ])
 def test_each_component_flag_turns_its_component_off_alone(variable, component, region_path):
     out = run_python(STATUS, {"FAST_LITELLM_SHM": region_path, variable: "false"})

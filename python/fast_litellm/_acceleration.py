@@ -340,6 +340,7 @@ COMPONENTS: Tuple[Tuple[str, str, Optional[str], Flag, bool], ...] = (
     ("token_counting", "FAST_LITELLM_RUST_TOKEN_COUNTING", "fast_litellm.tokens", Flag("on"), False),
     ("batch_token_counting", "FAST_LITELLM_BATCH_TOKEN_COUNTING", "fast_litellm.tokens:install_batch", Flag("on"), False),
     ("auth_otel_import", "FAST_LITELLM_AUTH_OTEL_IMPORT", "fast_litellm.auth", Flag("on"), False),
+    ("gc_freeze", "FAST_LITELLM_GC_FREEZE", "fast_litellm.gc_freeze", Flag("on"), False),
     ("routing", "FAST_LITELLM_RUST_ROUTING", None, Flag("off"), False),
 )
 ROUTING_NOT_SHIPPED = "not shipped: LiteLLM's own deployment selection is used (README, Routing)"
