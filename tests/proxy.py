@@ -56,10 +56,12 @@ class Upstream:
         self.server.server_close()
 
 
-def config(path: str, upstream: Upstream, models: List[Dict], router_settings: Optional[Dict] = None) -> str:
+def config(path: str, upstream: Upstream, models: List[Dict], router_settings: Optional[Dict] = None,
+           litellm_settings: Optional[Dict] = None) -> str:
     """A LiteLLM config.yaml (JSON is YAML) with `models` as (model_name, mock model, extra
     litellm_params) and the demo's custom_auth (through tests/e2e_auth.py, which also records
-    which worker served each request: `Proxy.workers_of`)."""
+    which worker served each request: `Proxy.workers_of`). The tests' callback modules
+    (parity_callback.py) are put beside it for `litellm_settings` to name."""
     import json
 
     model_list = [
@@ -71,11 +73,13 @@ def config(path: str, upstream: Upstream, models: List[Dict], router_settings: O
         "model_list": model_list,
         "general_settings": {"master_key": MASTER_KEY, "custom_auth": "e2e_auth.user_api_key_auth"},
         "router_settings": router_settings or {},
+        **({"litellm_settings": litellm_settings} if litellm_settings else {}),
     }
     with open(path, "w") as f:
         json.dump(body, f)
     # LiteLLM loads a custom_auth module from the config's directory first.
-    shutil.copy(os.path.join(os.path.dirname(os.path.abspath(__file__)), "e2e_auth.py"), os.path.dirname(path))
+    for module in ("e2e_auth.py", "parity_callback.py"):
+        shutil.copy(os.path.join(os.path.dirname(os.path.abspath(__file__)), module), os.path.dirname(path))
     return path
 
 
