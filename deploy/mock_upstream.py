@@ -142,8 +142,14 @@ class Handler(BaseHTTPRequestHandler):
         self.close_connection = True
 
 
+class Server(ThreadingHTTPServer):
+    #: socketserver's listen backlog is 5: a burst of new connections overflows it and waits
+    #: for the kernel's 1 s SYN retry, which would show as the upstream's own latency.
+    request_queue_size = 128
+
+
 def serve(port: int) -> ThreadingHTTPServer:
-    server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
+    server = Server(("127.0.0.1", port), Handler)
     server.daemon_threads = True
     return server
 
