@@ -87,7 +87,8 @@ def test_a_forked_worker_leaves_the_masters_pages_shared_and_startup_objects_are
     assert stock["dirtied_at_fork"] > 40 * 1024, stock
     assert accelerated["dirtied_at_fork"] < stock["dirtied_at_fork"] / 10, (accelerated, stock)
     # After the startup, what the collector still visits is what later requests create.
-    assert stock["frozen"] == 0 and stock["tracked_after_startup"] >= stock["tracked_after_import"], stock
+    # (LiteLLM from 1.109 freezes at the end of its own startup too, not before a fork.)
+    assert stock["frozen"] >= stock["tracked_after_import"] or stock["tracked_after_startup"] >= stock["tracked_after_import"], stock
     assert accelerated["frozen"] >= stock["tracked_after_import"], accelerated
     assert accelerated["tracked_after_startup"] < stock["tracked_after_import"] / 20, accelerated
     assert accelerated["status"]["state"] == "on" and accelerated["status"]["calls"] == 1, accelerated["status"]
@@ -133,8 +134,14 @@ from starlette.routing import Router
 emit({"frozen": frozen, "after_removal": gc.get_freeze_count(), "forked_frozen": in_forked_child(gc.get_freeze_count),
       "restored": not hasattr(Router.lifespan, "__fast_litellm_original__")})
 """
-    removed = _run(code, "0")
-    assert removed["frozen"] > 300_000 and removed["after_removal"] == removed["forked_frozen"] == 0, removed
+    removed, stock = _run(code, "0"), _run(code, "1")
+    assert removed["frozen"] > 300_000, removed
+    # What stays frozen is LiteLLM's own freeze (from 1.109), as without fast_litellm.
+    if stock["after_removal"] == 0:
+        assert removed["after_removal"] == removed["forked_frozen"] == 0, removed
+    else:
+        assert removed["after_removal"] > 0 and removed["forked_frozen"] > 0, (removed, stock)
     assert removed["restored"], removed
     off = run_python(PRELUDE + STARTUP, env={**ENV, "FAST_LITELLM_GC_FREEZE": "off"})
-    assert off["frozen"] == 0 and off["status"]["state"] == "off", off
+    # Flagged off, what is frozen is what LiteLLM alone freezes (from 1.109, at its startup).
+    assert off["status"]["state"] == "off" and (off["frozen"] == 0) == (_run(STARTUP, "1")["frozen"] == 0), off

@@ -21,7 +21,11 @@ one that is then part of an unreachable cycle stays (as it would under LiteLLM a
 next full collection). The collector's thresholds are left as they are (LiteLLM sets them from
 PYTHON_GC_THRESHOLD).
 
-`remove_acceleration()` unfreezes what this component froze.
+LiteLLM from 1.109 calls `gc.freeze()` itself at the end of its startup (no collection first,
+nothing before a fork); the two compose, and what the component adds there is the freeze
+before each fork. `remove_acceleration()` unfreezes what this component froze, unless
+something had frozen objects before it did (gc cannot unfreeze a part: LiteLLM's own freeze
+is left as LiteLLM made it).
 """
 
 from __future__ import annotations
@@ -30,7 +34,7 @@ import gc
 import logging
 import os
 import sys
-from typing import Any, Callable, Dict, MutableMapping
+from typing import Any, Callable, Dict, MutableMapping, Optional
 
 from ._acceleration import Component, Decline, OriginalRaised
 
@@ -40,8 +44,9 @@ log = logging.getLogger("fast_litellm")
 PROXY_APP = "litellm.proxy.proxy_server"
 
 _component: Component
-#: Whether this process has frozen anything (what `restore()` then unfreezes).
-_frozen_here = False
+#: Whether this process's frozen objects are this component's alone (what `restore()` then
+#: unfreezes): None until it first freezes, False if something had frozen objects before.
+_owns_freeze: Optional[bool] = None
 _fork_hook_registered = False
 
 
@@ -50,11 +55,12 @@ def _proxy_app() -> Any:
 
 
 def _freeze(collect: bool) -> None:
-    global _frozen_here
+    global _owns_freeze
+    if _owns_freeze is None:
+        _owns_freeze = gc.get_freeze_count() == 0
     if collect:
         gc.collect()
     gc.freeze()
-    _frozen_here = True
 
 
 def _before_fork() -> None:
@@ -64,10 +70,10 @@ def _before_fork() -> None:
 
 
 def _unfreeze() -> None:
-    global _frozen_here
-    if _frozen_here:
+    global _owns_freeze
+    if _owns_freeze:
         gc.unfreeze()
-        _frozen_here = False
+    _owns_freeze = None
 
 
 def install(c: Component) -> None:
