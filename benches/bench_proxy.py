@@ -18,16 +18,20 @@ proxy: read the ratios.
 
 Variants: litellm (FAST_LITELLM_DISABLE=1), fast_litellm, and for measuring one part
 fast_litellm-no-gc-freeze (FAST_LITELLM_GC_FREEZE=off) and fast_litellm-gc-T (PYTHON_GC_THRESHOLD
-gen0 = T, LiteLLM's own setting).
+gen0 = T, LiteLLM's own setting). Any variant ending in -h11 runs with httptools hidden, so
+uvicorn parses HTTP with h11 as it does where only `litellm[proxy]` is installed (httptools
+comes with `fast_litellm[proxy]`).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import atexit
 import os
 import pathlib
 import platform
+import shutil
 import statistics
 import subprocess
 import sys
@@ -40,7 +44,7 @@ from typing import Dict, Iterator, List, Optional
 import httpx
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tests"))
-from proxy import MESSAGE, Proxy, Upstream, cli_proxy, config, proxy  # noqa: E402  (the tests' harness)
+from proxy import DEPLOY, MESSAGE, Proxy, Upstream, cli_proxy, config, proxy  # noqa: E402  (the tests' harness)
 
 KEYS = [f"sk-bench{i}-rpm1000000" for i in range(200)]
 MODEL = "gpt-4o-mini"
@@ -48,7 +52,15 @@ CASES = {"plain": (False, False), "stream": (True, False), "plain-keepalive": (F
          "stream-keepalive": (True, True)}
 
 
+HIDE_HTTPTOOLS = tempfile.mkdtemp(prefix="fl-bench-no-httptools-")
+atexit.register(shutil.rmtree, HIDE_HTTPTOOLS, ignore_errors=True)
+pathlib.Path(HIDE_HTTPTOOLS, "httptools.py").write_text(
+    'raise ImportError("hidden by bench_proxy: uvicorn falls back to h11")\n')
+
+
 def variant_env(name: str) -> Dict[str, str]:
+    if name.endswith("-h11"):  # uvicorn's "auto" HTTP protocol imports httptools or falls back to h11
+        return {**variant_env(name[: -len("-h11")]), "PYTHONPATH": os.pathsep.join([HIDE_HTTPTOOLS, DEPLOY])}
     if name == "litellm":
         return {"FAST_LITELLM_DISABLE": "1"}
     if name == "fast_litellm":
@@ -152,7 +164,7 @@ def start(stack: ExitStack, server: str, n_workers: int, variant: str, cfg: str,
         return stack.enter_context(proxy(cfg, region, tmp, workers=n_workers, env=env))
     # LiteLLM alone is `litellm`; every fast_litellm variant goes through the launcher.
     return stack.enter_context(cli_proxy(cfg, tmp, ["--num_workers", str(n_workers), "--timeout_worker_healthcheck", "60"],
-                                         workers=n_workers, launcher=variant != "litellm", env=env,
+                                         workers=n_workers, launcher=variant.startswith("fast_litellm"), env=env,
                                          ready_line="Application startup complete"))
 
 

@@ -35,7 +35,9 @@ def when_ready(server):
     load the tokenizers once here, so that every worker uses the master's copy (about 65 MiB
     less per worker than each loading its own; README, Token counting). The objects the
     master built stay shared too: fast_litellm's gc_freeze component freezes them before each
-    fork, so no collection in a worker writes to their pages (README, gc_freeze)."""
+    fork, so no collection in a worker writes to their pages (README, gc_freeze). The
+    collector's thresholds stay Python's: none measured better with the freeze (BENCHMARKS.md);
+    PYTHON_GC_THRESHOLD, LiteLLM's own setting, changes them."""
     import fast_litellm
     from fast_litellm import tokens
 

@@ -150,7 +150,8 @@ def cli_proxy(config_path: str, tmp_path, args: List[str], workers: int = 3, lau
     auth_log = str(tmp_path / f"auth-{port}.log")
     open(auth_log, "w").close()
     child_env = {k: v for k, v in os.environ.items() if k != "FAST_LITELLM_SHM"}
-    child_env.update(LITELLM_LOCAL_MODEL_COST_MAP="True", FL_E2E_AUTH_LOG=auth_log, PYTHONPATH=DEPLOY, **(env or {}))
+    child_env.update(LITELLM_LOCAL_MODEL_COST_MAP="True", FL_E2E_AUTH_LOG=auth_log, PYTHONPATH=DEPLOY)
+    child_env.update(env or {})
     command = [os.path.join(BIN, "fast-litellm" if launcher else "litellm"), "--config", config_path,
                "--host", "127.0.0.1", "--port", str(port), *args]
     with open(log_path, "w") as log:

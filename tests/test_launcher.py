@@ -51,18 +51,25 @@ def _region_of(p):
     return found.group(1)
 
 
-@pytest.mark.parametrize("server_args", [
-    pytest.param(UVICORN, id="uvicorn-spawned-workers"),
-    pytest.param(["--run_gunicorn"], id="gunicorn"),
-    pytest.param(["--run_granian"], id="granian"),
+def _parses_with_httptools(pid):
+    with open(f"/proc/{pid}/maps") as f:
+        return "/httptools/parser/" in f.read()
+
+
+@pytest.mark.parametrize("server_args,uvicorn_http", [
+    pytest.param(UVICORN, True, id="uvicorn-spawned-workers"),
+    pytest.param(["--run_gunicorn"], True, id="gunicorn"),
+    pytest.param(["--run_granian"], False, id="granian"),
 ])
-def test_the_launcher_holds_one_limit_across_the_workers_of_every_server(upstream, tmp_path, server_args):
+def test_the_launcher_holds_one_limit_across_the_workers_of_every_server(upstream, tmp_path, server_args, uvicorn_http):
     cfg = config(str(tmp_path / "config.yaml"), upstream, MODELS)
     with cli_proxy(cfg, tmp_path, [*server_args, "--num_workers", str(WORKERS)], ready_line=READY) as p:
         region = _region_of(p)
         assert region == f"/dev/shm/fast_litellm-proxy.{p.process.pid}" and os.path.exists(region)
         codes, served = _spread_burst(p)
         assert codes == {200: 10, 429: 30}, (codes, served)
+        if uvicorn_http:  # the proxy extra's httptools (requirements-test.txt) instead of h11
+            assert all(_parses_with_httptools(pid) for pid in served), served
         assert "IMPORT ORDER" not in p.log()
         assert re.search(r"fast_litellm:INFO: fast_litellm: active components = \[.*'rate_limiter'", p.log()), \
             "the launcher shows fast_litellm's own INFO line, which LiteLLM's logging would drop"
