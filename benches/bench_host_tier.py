@@ -2,11 +2,13 @@
 "hosts" sharing one redis-server.
 
     python benches/bench_host_tier.py [--quick] [--calls N] [--rounds R] [--json FILE]
+        [--host-counts 2,3] [--key-counts 1,100,10000]
 
 A host is a group of W = 2 worker processes, each running N awaited
 `should_rate_limit([api_key descriptor], skip_tpm_check=True)` calls (the proxy's pre-call rpm
 check) on one of K keys in turn, with an rpm limit never reached; with the host tier, each host
-has its own region. Every worker of a run starts at once (a start barrier). Reported per
+has its own region (and a third configuration turns its refill ahead off,
+FAST_LITELLM_REDIS_REFILL_AHEAD=off). Every worker of a run starts at once (a start barrier). Reported per
 (configuration, hosts, keys), the median over R rounds, the configurations taking turns:
 
 - checks/s: all checks of the run / the slowest worker's time;
@@ -37,7 +39,7 @@ sys.path.insert(0, HERE)
 
 from bench_limiter import RedisServer, build_limiter  # noqa: E402
 
-CONFIGS = ("litellm + redis", "host tier")
+CONFIGS = ("litellm + redis", "host tier", "host tier, no refill ahead")
 WORKERS = 2
 
 
@@ -85,8 +87,9 @@ def one_run(server: RedisServer, config: str, hosts: int, keys: int, calls: int)
     procs = []
     for h in range(hosts):
         env = dict(os.environ, LITELLM_LOCAL_MODEL_COST_MAP="True", FAST_LITELLM_REDIS_HOSTS=str(hosts))
-        if config == "host tier":
+        if config.startswith("host tier"):
             env["FAST_LITELLM_SHM"] = f"/dev/shm/fl-bench-ht-{tag}-{h}"
+            env["FAST_LITELLM_REDIS_REFILL_AHEAD"] = "off" if "no refill ahead" in config else "on"
         else:
             env.update(FAST_LITELLM_DISABLE="1", FAST_LITELLM_SHM="off")
         for w in range(WORKERS):
@@ -134,6 +137,8 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--json")
+    parser.add_argument("--host-counts", default="2,3")
+    parser.add_argument("--key-counts", default="1,100,10000")
     args = parser.parse_args()
     if args.child:
         return child(args)
@@ -145,8 +150,8 @@ def main() -> int:
     table: Dict[str, List[Dict[str, float]]] = {}
     try:
         for _ in range(args.rounds):
-            for hosts in (2, 3):
-                for keys in (1, 100, 10_000):
+            for hosts in [int(h) for h in args.host_counts.split(",")]:
+                for keys in [int(k) for k in args.key_counts.split(",")]:
                     for config in CONFIGS:  # taking turns, side by side in one run
                         row = f"{config} | {hosts} hosts | {keys} keys"
                         table.setdefault(row, []).append(one_run(server, config, hosts, keys, args.calls))

@@ -196,6 +196,86 @@ def test_a_cost_larger_than_one_grant_is_made_of_the_grant_and_what_the_host_hel
     assert out == {"admitted": [True, True, True, False], "counter": 10, "held": 0}, out
 
 
+def test_a_key_that_keeps_asking_has_its_lease_refilled_ahead_and_its_requests_make_no_call(redis_server, tmp_path):
+    """A hot key, a request every 2 ms. Without refills ahead a request makes the lease call
+    each time the lease runs out (one per doubling lease); with them the next lease is asked
+    for when a take leaves less than a quarter, and after the first leases no request makes a
+    call of its own (one that finds the lease empty while the refill is in flight waits for
+    it). Redis's counter is exactly what was granted (admitted + still held), as without, and
+    nothing is admitted by the down policy."""
+    from subproc import run_python
+
+    code = """
+        import asyncio, redis.asyncio
+        from fast_litellm import shm
+        from fast_litellm.host_tier import HostTier, Limit, stat_key
+
+        async def main():
+            client = redis.asyncio.Redis(port={port})
+            region = shm.Region("{region}", capacity=1 << 12)
+            tier = HostTier(region, client, hosts=1, refill_ahead={ahead})
+            lim = Limit("{{{{{key}}}}}:window", "{{{{{key}}}}}:requests", 100000, 1)
+            calls = []
+            for _ in range(300):
+                calls.append((await tier.admit([lim])).redis_calls)
+                await asyncio.sleep(0.002)
+            await asyncio.gather(*tier._ahead)
+            emit({{"late": sum(calls[20:]), "counter": int(await client.get(lim.counter_key)),
+                   "held": region.lease_left(lim.counter_key)[1],
+                   "stats": {{n: region.counter_get(stat_key(n)) or 0 for n in
+                             ("ahead_refills", "policy_admitted_units", "redis_failures")}}}})
+
+        asyncio.run(main())
+    """
+    out = {ahead: run_python(code.format(port=redis_server.port, region=tmp_path / f"region-{ahead}",
+                                         key=f"hot-{uuid.uuid4().hex[:8]}", ahead=ahead),
+                             env={"FAST_LITELLM_DISABLE": "1"})
+           for ahead in (False, True)}
+    for r in out.values():
+        assert r["counter"] == 300 + r["held"], r  # exactly what Redis granted: spent or held
+        assert r["stats"]["policy_admitted_units"] == 0 == r["stats"]["redis_failures"], r
+    off, on = out[False], out[True]
+    assert off["stats"]["ahead_refills"] == 0 and off["late"] >= 3, off  # leases of 32, 64, 128, 256
+    assert on["stats"]["ahead_refills"] >= 3 and on["late"] == 0, on
+
+
+def test_a_refill_ahead_while_redis_hangs_admits_nothing_by_the_policy(redis_server, tmp_path):
+    """Redis hangs while a hot key's refill ahead is due: the refill fails (a failure for the
+    breaker) and admits nothing; each unit the down policy admits is a request's, counted once
+    as the host's debt to Redis."""
+    from subproc import run_python
+
+    key = f"hang-{uuid.uuid4().hex[:8]}"
+    out = run_python(f"""
+        import asyncio, os, signal, redis.asyncio
+        from fast_litellm import shm
+        from fast_litellm.host_tier import HostTier, Limit, stat_key
+
+        async def main():
+            client = redis.asyncio.Redis(port={redis_server.port})
+            region = shm.Region("{tmp_path}/region", capacity=1 << 12)
+            tier = HostTier(region, client, hosts=1, timeout_s=0.1, down_policy="open")
+            lim = Limit("{{{key}}}:window", "{{{key}}}:requests", 100000, 1)
+            for _ in range(40):
+                await tier.admit([lim])
+                await asyncio.sleep(0.002)
+            os.kill({redis_server.process.pid}, signal.SIGSTOP)
+            try:
+                windows = [(await tier.admit([lim])).windows[0] for _ in range(80)]
+                await asyncio.gather(*tier._ahead)
+            finally:
+                os.kill({redis_server.process.pid}, signal.SIGCONT)
+            emit({{"by_policy": windows.count(0), "debt": region.counter_get(f"tier-debt:{{lim.counter_key}}") or 0,
+                   "stats": {{n: region.counter_get(stat_key(n)) or 0 for n in
+                             ("ahead_refills", "policy_admitted_units", "redis_failures")}}}})
+
+        asyncio.run(main())
+    """, env={"FAST_LITELLM_DISABLE": "1"})
+    assert out["stats"]["ahead_refills"] >= 1 and out["stats"]["redis_failures"] >= 1, out
+    assert out["by_policy"] > 0, out
+    assert out["stats"]["policy_admitted_units"] == out["by_policy"] == out["debt"], out
+
+
 def test_a_worker_whose_loop_runs_late_waits_for_redis_instead_of_admitting_by_the_policy(redis_server, tmp_path):
     """A loaded worker's event loop runs late (here one task holds it 150 ms a turn, as dozens
     of requests in flight do): Redis answers in a millisecond, but the worker reads the reply

@@ -90,11 +90,13 @@ class HostTierSettings:
     #: How long token increments of counters no limit reads wait to be sent to Redis, summed
     #: (0: each is sent when LiteLLM sends it).
     flush_s: float = 1.0
+    #: Whether a key that keeps asking has its next lease asked for before this one runs out.
+    refill_ahead: bool = True
 
 
 def host_tier_settings(env: Mapping[str, str] = os.environ) -> HostTierSettings:
     """FAST_LITELLM_HOST_TIER, _REDIS_HOSTS, _REDIS_DOWN_POLICY, _REDIS_TIMEOUT_MS,
-    _REDIS_FLUSH_MS (docs/host-tier.md)."""
+    _REDIS_FLUSH_MS, _REDIS_REFILL_AHEAD (docs/host-tier.md)."""
     raw = env.get("FAST_LITELLM_HOST_TIER", "on").strip().lower() or "on"
     if raw not in ("on", "off", "1", "0", "true", "false"):
         raise ConfigError(f"FAST_LITELLM_HOST_TIER={raw!r} must be 'on' or 'off'")
@@ -116,4 +118,8 @@ def host_tier_settings(env: Mapping[str, str] = os.environ) -> HostTierSettings:
         raise ConfigError(f"FAST_LITELLM_REDIS_FLUSH_MS={flush_raw!r} is not a whole number") from None
     if not 0 <= flush_ms <= 60_000:
         raise ConfigError(f"FAST_LITELLM_REDIS_FLUSH_MS={flush_raw!r} must be between 0 (off) and 60000")
-    return HostTierSettings(raw in ("on", "1", "true"), hosts, policy, timeout_ms / 1000, flush_ms / 1000)
+    ahead = env.get("FAST_LITELLM_REDIS_REFILL_AHEAD", "on").strip().lower() or "on"
+    if ahead not in ("on", "off", "1", "0", "true", "false"):
+        raise ConfigError(f"FAST_LITELLM_REDIS_REFILL_AHEAD={ahead!r} must be 'on' or 'off'")
+    return HostTierSettings(raw in ("on", "1", "true"), hosts, policy, timeout_ms / 1000, flush_ms / 1000,
+                            ahead in ("on", "1", "true"))

@@ -15,7 +15,9 @@ Bounds (docs/host-tier.md states and derives them):
 - under-admission: at most the units granted but not spent when a window ends, at most
   `hosts x max_lease` and, near the limit, `(limit - counter) / 2` in all;
 - Redis calls: one per lease, and leases grow (doubling while a key keeps asking within
-  `refill_s`) up to `(limit - counter) / (2 x hosts)`.
+  `refill_s`) up to `(limit - counter) / (2 x hosts)`. A key that keeps asking has its lease
+  refilled ahead, by one worker of the host at a time, when a take leaves it low, so its
+  requests do not wait for that call.
 """
 
 from __future__ import annotations
@@ -135,6 +137,7 @@ STATS = {
     "redis_calls": "Lease, return and deferred-increment calls the host tier made to Redis.",
     "redis_failures": "Of those, calls that failed or timed out.",
     "redis_wait_us": "Microseconds requests waited on the host tier's Redis calls.",
+    "ahead_refills": "Lease calls made ahead of need, off the request path, for keys that keep asking.",
     "lagged_waits": "Waits on a Redis call extended past the timeout because the worker's event loop was running late.",
     "granted_units": "Units Redis granted to this host's leases (requests' own units included).",
     "returned_units": "Unspent units given back to Redis (idle and at shutdown).",
@@ -197,7 +200,8 @@ class HostTier:
 
     def __init__(self, region: Any, redis: Any, hosts: int, *, refill_s: float = 1.0, poll_s: float = 1.0,
                  idle_s: float = 1.0, max_lease: int = 1 << 20, down_policy: str = "local-share",
-                 timeout_s: float = 0.25, failures_to_open: int = 3, retry_s: float = 1.0) -> None:
+                 timeout_s: float = 0.25, failures_to_open: int = 3, retry_s: float = 1.0,
+                 refill_ahead: bool = True) -> None:
         if hosts < 1:
             raise ValueError(f"hosts must be 1 or more, got {hosts}")
         if down_policy not in DOWN_POLICIES:
@@ -218,6 +222,9 @@ class HostTier:
         self.poll_s = poll_s
         self.idle_s = idle_s
         self.max_lease = max_lease
+        self.refill_ahead = refill_ahead
+        #: Refills ahead this process has running (kept referenced until done; close() awaits them).
+        self._ahead: "set[asyncio.Task[None]]" = set()
         self._lease = redis.register_script(LEASE_SCRIPT)
         self._return = redis.register_script(RETURN_SCRIPT)
         #: counter key -> its Limit, for give_back()
@@ -292,9 +299,10 @@ class HostTier:
         out: List[Optional[Tuple[bool, int, int]]] = [None] * len(limits)
         ask: List[int] = []
         for i, lim in enumerate(limits):
-            ok, stamp, _ = self.region.lease_take(lim.counter_key, lim.cost)
+            ok, stamp, left = self.region.lease_take(lim.counter_key, lim.cost)
             if ok:
                 out[i] = (True, stamp, self.estimate(lim))
+                self._maybe_refill_ahead(lim, left)
             elif self.dry(lim):
                 out[i] = (False, 0, lim.limit)
             else:
@@ -320,16 +328,20 @@ class HostTier:
         self._note(limits)
         taken: List[Tuple[int, int]] = []  # (index, stamp) taken from the host's lease
         missing: List[int] = []
+        lows: List[Tuple[Limit, int]] = []  # (limit, units left) of the takes
         for i, lim in enumerate(limits):
-            ok, stamp, _ = self.region.lease_take(lim.counter_key, lim.cost)
+            ok, stamp, left = self.region.lease_take(lim.counter_key, lim.cost)
             if ok:
                 taken.append((i, stamp))
+                lows.append((lim, left))
             else:
                 missing.append(i)
         retaken = await self._after_refill_in_flight(limits, missing)
         taken += retaken
         missing = [i for i in missing if i not in dict(retaken)]
         if not missing:
+            for lim, left in lows:
+                self._maybe_refill_ahead(lim, left)
             windows = dict(taken)
             return Admission(True, None, tuple(windows[i] for i in range(len(limits))), 0)
         # A limit Redis refused less than poll_s ago is refused again without asking.
@@ -495,7 +507,49 @@ class HostTier:
         self._answered()
         return sum(debt for _, debt in owed)
 
-    async def _refill(self, limits: Sequence[Limit]) -> List[Tuple[int, int]]:
+    def _maybe_refill_ahead(self, lim: Limit, left: int) -> None:
+        """After a take from the lease of `lim` left `left` units: when the key keeps asking (its
+        last grant was sent less than refill_s ago, the test that doubles a lease), the take
+        left under a quarter of that grant and Redis has plenty left (the host's share of it,
+        as `_want` reckons it, at least twice that grant: near the limit, units taken early
+        would be taken from the other hosts), the next lease is asked for now, in the background,
+        so that the request that would have found the lease empty finds it refilled. One worker
+        of the host at a time (a region slot, given back by the region if its holder dies),
+        none while this process has a refill of the key in flight, while Redis is down (the
+        down policy answers requests, never a refill ahead) or while Redis refused the key
+        lately. Exactness is the lease call's: Redis grants at most what is left."""
+        if not self.refill_ahead:
+            return
+        sized = self.region.value_get(f"tier-size:{lim.counter_key}")
+        if sized is None:
+            return
+        at_ms, last_want = sized
+        since_ms = (int(_clock_s() * 1000) - at_ms) % (1 << 32)
+        share = max(0, lim.limit - self._reported(lim)) // (2 * self.host_count())
+        if (since_ms >= self.refill_s * 1000 or 4 * left >= last_want or share < 2 * last_want
+                or (lim.counter_key,) in self._inflight or self.dry(lim) or self._redis_down()):
+            return
+        claim = f"tier-ahead:{lim.counter_key}"
+        try:
+            if not self.region.acquire(claim, 1):
+                return
+        except _native.RegionError:  # a full table or holdings: the request path refills as before
+            return
+        task = asyncio.get_running_loop().create_task(self._refill_ahead(lim, claim))
+        self._ahead.add(task)
+        task.add_done_callback(self._ahead.discard)
+
+    async def _refill_ahead(self, lim: Limit, claim: str) -> None:
+        try:
+            self.stat("ahead_refills", 1)
+            [(units, start)] = await self._refill([lim], ahead=True)
+            self._keep(lim, start, units)  # before the waiters of _refill wake
+        except Exception as error:  # noqa: BLE001 - the request path refills as before
+            log.debug("fast_litellm: host tier: a refill ahead failed: %s", error)
+        finally:
+            self.region.release(claim)
+
+    async def _refill(self, limits: Sequence[Limit], ahead: bool = False) -> List[Tuple[int, int]]:
         """`_lease_call`, with the other tasks of this process that miss the same limits
         meanwhile waiting for it (`_after_refill_in_flight`): they take from what it keeps, which
         the caller puts into the lease before its next await."""
@@ -503,19 +557,20 @@ class HostTier:
         done = asyncio.get_running_loop().create_future()
         self._inflight.setdefault(keys, done)
         try:
-            return await self._lease_call(limits)
+            return await self._lease_call(limits, ahead)
         finally:
             if self._inflight.get(keys) is done:
                 del self._inflight[keys]
             # Resolved after the caller has kept the units: it runs on before the waiters wake.
             asyncio.get_running_loop().call_soon(done.set_result, None)
 
-    async def _lease_call(self, limits: Sequence[Limit]) -> List[Tuple[int, int]]:
+    async def _lease_call(self, limits: Sequence[Limit], ahead: bool = False) -> List[Tuple[int, int]]:
         """One Lua call for all `limits`: [(units granted, window start)], leases' deadlines set.
         With Redis down or slow (the breaker, or a call that fails or outlasts timeout_s), the
-        down policy answers for each instead, with window 0."""
+        down policy answers for each instead, with window 0; a refill `ahead` of need, which
+        answers no request, gets nothing then."""
         if self._redis_down():
-            return self._policy_answers(limits, "the breaker is open")
+            return [(0, 0)] * len(limits) if ahead else self._policy_answers(limits, "the breaker is open")
         sent = _clock_s()
         wants = [self._want(lim, lim.cost, sent) for lim in limits]
         debts = [self._take_debt(lim.counter_key) for lim in limits]
@@ -533,14 +588,16 @@ class HostTier:
         try:
             reply = [int(v) for v in await self.within_timeout(self._lease(keys=keys, args=call_args))]
         except Exception as error:  # noqa: BLE001 - Redis slow or down: the policy answers
-            self.stat("redis_wait_us", int((_clock_s() - sent) * 1e6))
+            self.stat("redis_wait_us", 0 if ahead else int((_clock_s() - sent) * 1e6))
             # A call that timed out may still have run: its grants are then stranded (counted,
             # never spent) and its debts charged while they are also kept here (charged twice):
             # both err towards admitting less, never more.
             self._restore_debts(limits, debts)
             self._failed(error)
+            if ahead:
+                return [(0, 0)] * len(limits)
             return self._policy_answers(limits, f"{type(error).__name__}: {error}")
-        self.stat("redis_wait_us", int((_clock_s() - sent) * 1e6))
+        self.stat("redis_wait_us", 0 if ahead else int((_clock_s() - sent) * 1e6))
         self._answered()
         # Kept for an hour: through an outage it is what the local share divides by.
         if reply[-1]:
@@ -636,6 +693,8 @@ class HostTier:
         if self._idle_task is not None:
             self._idle_task.cancel()
             self._idle_task = None
+        # Their units are kept before the leases are given back (at most 6 timeouts each).
+        await asyncio.gather(*self._ahead, return_exceptions=True)
         await self.charge_debts()
         return await self.give_back()
 

@@ -133,7 +133,8 @@ def _tier(limiter: Any) -> HostTier:
         if _region is None or _settings is None or redis_cache is None:
             raise Decline("no region or no Redis")
         tier = _tiers[limiter] = HostTier(_region, _LiteLLMRedis(redis_cache), hosts=_settings.hosts,
-                                          down_policy=_settings.down_policy, timeout_s=_settings.timeout_s)
+                                          down_policy=_settings.down_policy, timeout_s=_settings.timeout_s,
+                                          refill_ahead=_settings.refill_ahead)
         # A worker that exits (gunicorn's sys.exit) gives its leases back with LiteLLM's sync client.
         sync_return = sync_script(redis_cache, RETURN_SCRIPT)
         if sync_return is not None:
