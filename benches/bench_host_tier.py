@@ -2,7 +2,7 @@
 "hosts" sharing one redis-server.
 
     python benches/bench_host_tier.py [--quick] [--calls N] [--rounds R] [--json FILE]
-        [--host-counts 2,3] [--key-counts 1,100,10000]
+        [--host-counts 2,3] [--key-counts 1,100,10000] [--redis-rtt-ms MS] [--pace-ms MS]
 
 A host is a group of W = 2 worker processes, each running N awaited
 `should_rate_limit([api_key descriptor], skip_tpm_check=True)` calls (the proxy's pre-call rpm
@@ -15,6 +15,11 @@ FAST_LITELLM_REDIS_REFILL_AHEAD=off). Every worker of a run starts at once (a st
 - p50 / p99: the limiter's added latency per check, over every check of the run;
 - Redis commands per check (INFO commandstats, scripts' inner commands included);
 - Redis CPU ms per 1,000 checks (INFO cpu, user + sys).
+
+--redis-rtt-ms puts a forwarder in front of Redis that holds each reply MS ms (tests/tcp_proxy.py),
+as a Redis on another machine would answer; commands and CPU are still read from Redis itself.
+--pace-ms makes each worker wait between its checks (a key's requests as a proxy sees them,
+rather than back to back); checks/s then counts the pauses too.
 
 It measures the limiter's rpm check only: the post-call token increments and the proxy
 around it are not in it (docs/host-tier.md has the proxy's counts).
@@ -38,6 +43,9 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 
 from bench_limiter import RedisServer, build_limiter  # noqa: E402
+
+sys.path.insert(0, os.path.join(os.path.dirname(HERE), "tests"))
+from tcp_proxy import TcpProxy  # noqa: E402
 
 CONFIGS = ("litellm + redis", "host tier", "host tier, no refill ahead")
 WORKERS = 2
@@ -66,6 +74,8 @@ def child(args: argparse.Namespace) -> int:
             response = await limiter.should_rate_limit(descriptors=desc(args.offset + i), skip_tpm_check=True)
             latencies.append(time.perf_counter() - t)
             assert response["overall_code"] == "OK", response
+            if args.pace_ms:
+                await asyncio.sleep(args.pace_ms / 1000)
         return {"elapsed": time.perf_counter() - began, "latencies_us": [x * 1e6 for x in latencies]}
 
     print("RESULT " + json.dumps(asyncio.run(run())), flush=True)
@@ -81,7 +91,10 @@ def redis_counts(server: RedisServer) -> Dict[str, float]:
     return {"commands": commands, "cpu_s": float(cpu["used_cpu_user"]) + float(cpu["used_cpu_sys"])}
 
 
-def one_run(server: RedisServer, config: str, hosts: int, keys: int, calls: int) -> Dict[str, float]:
+def one_run(server: RedisServer, config: str, hosts: int, keys: int, calls: int, port: int,
+            pace_ms: float) -> Dict[str, float]:
+    """One run; the workers reach Redis on `port` (the server's, or the forwarder's) and wait
+    `pace_ms` between checks."""
     tag = uuid.uuid4().hex[:8]
     start = os.path.join(tempfile.gettempdir(), f"fl-bench-ht-{tag}.go")
     procs = []
@@ -94,8 +107,9 @@ def one_run(server: RedisServer, config: str, hosts: int, keys: int, calls: int)
             env.update(FAST_LITELLM_DISABLE="1", FAST_LITELLM_SHM="off")
         for w in range(WORKERS):
             procs.append(subprocess.Popen(
-                [sys.executable, __file__, "--child", "--redis-port", str(server.port), "--calls", str(calls),
-                 "--keys", str(keys), "--tag", tag, "--offset", str((h * WORKERS + w) * 7919), "--start", start],
+                [sys.executable, __file__, "--child", "--redis-port", str(port), "--calls", str(calls),
+                 "--keys", str(keys), "--tag", tag, "--offset", str((h * WORKERS + w) * 7919), "--start", start,
+                 "--pace-ms", str(pace_ms)],
                 stdout=subprocess.PIPE, text=True, env=env))
     time.sleep(0.5)
     # Wait for every worker to be imported and warmed up: the barrier file starts them together.
@@ -139,6 +153,8 @@ def main() -> int:
     parser.add_argument("--json")
     parser.add_argument("--host-counts", default="2,3")
     parser.add_argument("--key-counts", default="1,100,10000")
+    parser.add_argument("--redis-rtt-ms", type=float, default=0.0)
+    parser.add_argument("--pace-ms", type=float, default=0.0)
     args = parser.parse_args()
     if args.child:
         return child(args)
@@ -147,6 +163,8 @@ def main() -> int:
     from importlib.metadata import version
 
     server = RedisServer()
+    forwarder = TcpProxy(server.port, args.redis_rtt_ms / 1000) if args.redis_rtt_ms else None
+    port = forwarder.port if forwarder else server.port
     table: Dict[str, List[Dict[str, float]]] = {}
     try:
         for _ in range(args.rounds):
@@ -154,13 +172,17 @@ def main() -> int:
                 for keys in [int(k) for k in args.key_counts.split(",")]:
                     for config in CONFIGS:  # taking turns, side by side in one run
                         row = f"{config} | {hosts} hosts | {keys} keys"
-                        table.setdefault(row, []).append(one_run(server, config, hosts, keys, args.calls))
+                        table.setdefault(row, []).append(one_run(server, config, hosts, keys, args.calls, port, args.pace_ms))
                         print(f"{row}: {table[row][-1]}", file=sys.stderr, flush=True)
     finally:
+        if forwarder:
+            forwarder.close()
         server.stop()
     medians = {row: {k: statistics.median(r[k] for r in runs) for k in runs[0]} for row, runs in table.items()}
     print(f"LiteLLM {version('litellm')}, redis-py {version('redis')}, Python {platform.python_version()}, "
-          f"{os.cpu_count()} cores, {args.calls} checks per worker, {WORKERS} workers per host, median of {args.rounds}")
+          f"{os.cpu_count()} cores, {args.calls} checks per worker, {WORKERS} workers per host, median of {args.rounds}"
+          + (f", each Redis reply held {args.redis_rtt_ms:g} ms" if args.redis_rtt_ms else "")
+          + (f", {args.pace_ms:g} ms between a worker's checks" if args.pace_ms else ""))
     print("| configuration | hosts | keys | checks/s | p50 µs | p99 µs | Redis commands / check | Redis CPU ms / 1,000 |")
     print("|---|---:|---:|---:|---:|---:|---:|---:|")
     for row, m in medians.items():

@@ -1,15 +1,19 @@
 """A TCP forwarder on 127.0.0.1 that a test can cut, to take one host off Redis while the
 others still reach it: `hang` keeps every connection open and forwards nothing (a partition
 that drops packets), `refuse` closes the listener and resets every connection (a host whose
-route is gone). `restore()` forwards again on the same port."""
+route is gone). `restore()` forwards again on the same port. `reply_delay_s` holds each reply
+that long before it reaches the client: a Redis across a network instead of on loopback
+(benches/bench_host_tier.py --redis-rtt-ms)."""
 
 import socket
 import threading
+import time
 
 
 class TcpProxy:
-    def __init__(self, upstream_port):
+    def __init__(self, upstream_port, reply_delay_s=0.0):
         self.upstream_port = upstream_port
+        self.reply_delay_s = reply_delay_s
         self.port = None
         self.mode = "forward"
         self._lock = threading.Lock()
@@ -36,9 +40,9 @@ class TcpProxy:
             with self._lock:
                 self._conns += [client, upstream]
             threading.Thread(target=self._pipe, args=(client, upstream), daemon=True).start()
-            threading.Thread(target=self._pipe, args=(upstream, client), daemon=True).start()
+            threading.Thread(target=self._pipe, args=(upstream, client, self.reply_delay_s), daemon=True).start()
 
-    def _pipe(self, src, dst):
+    def _pipe(self, src, dst, delay_s=0.0):
         while True:
             try:
                 data = src.recv(65536)
@@ -47,6 +51,8 @@ class TcpProxy:
             if not data:
                 break
             if self.mode == "forward":  # a hang drops what it reads: nothing reaches either side
+                if delay_s:
+                    time.sleep(delay_s)
                 try:
                     dst.sendall(data)
                 except OSError:
