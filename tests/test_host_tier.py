@@ -261,7 +261,7 @@ def test_a_refill_ahead_while_redis_hangs_admits_nothing_by_the_policy(redis_ser
                 await asyncio.sleep(0.002)
             os.kill({redis_server.process.pid}, signal.SIGSTOP)
             try:
-                windows = [(await tier.admit([lim])).windows[0] for _ in range(80)]
+                windows = [(await tier.admit([lim])).windows[0] for _ in range(150)]  # more than a host can hold by then
                 await asyncio.gather(*tier._ahead)
             finally:
                 os.kill({redis_server.process.pid}, signal.SIGCONT)
