@@ -40,6 +40,14 @@ def _positive_int(env: Mapping[str, str], name: str) -> Optional[int]:
     return value
 
 
+def _on_off(env: Mapping[str, str], name: str) -> bool:
+    """A switch that is on unless set to off (on/off, 1/0, true/false)."""
+    raw = env.get(name, "on").strip().lower() or "on"
+    if raw not in ("on", "off", "1", "0", "true", "false"):
+        raise ConfigError(f"{name}={raw!r} must be 'on' or 'off'")
+    return raw in ("on", "1", "true")
+
+
 def capacity_for(slots: int) -> int:
     """The table capacity for a requested number of slots: the next power of two."""
     return 1 << (slots - 1).bit_length()
@@ -97,9 +105,7 @@ class HostTierSettings:
 def host_tier_settings(env: Mapping[str, str] = os.environ) -> HostTierSettings:
     """FAST_LITELLM_HOST_TIER, _REDIS_HOSTS, _REDIS_DOWN_POLICY, _REDIS_TIMEOUT_MS,
     _REDIS_FLUSH_MS, _REDIS_REFILL_AHEAD (docs/host-tier.md)."""
-    raw = env.get("FAST_LITELLM_HOST_TIER", "on").strip().lower() or "on"
-    if raw not in ("on", "off", "1", "0", "true", "false"):
-        raise ConfigError(f"FAST_LITELLM_HOST_TIER={raw!r} must be 'on' or 'off'")
+    on = _on_off(env, "FAST_LITELLM_HOST_TIER")
     hosts_raw = env.get("FAST_LITELLM_REDIS_HOSTS", "").strip()
     hosts = _positive_int(env, "FAST_LITELLM_REDIS_HOSTS") or 1
     if hosts > 10_000:
@@ -118,8 +124,5 @@ def host_tier_settings(env: Mapping[str, str] = os.environ) -> HostTierSettings:
         raise ConfigError(f"FAST_LITELLM_REDIS_FLUSH_MS={flush_raw!r} is not a whole number") from None
     if not 0 <= flush_ms <= 60_000:
         raise ConfigError(f"FAST_LITELLM_REDIS_FLUSH_MS={flush_raw!r} must be between 0 (off) and 60000")
-    ahead = env.get("FAST_LITELLM_REDIS_REFILL_AHEAD", "on").strip().lower() or "on"
-    if ahead not in ("on", "off", "1", "0", "true", "false"):
-        raise ConfigError(f"FAST_LITELLM_REDIS_REFILL_AHEAD={ahead!r} must be 'on' or 'off'")
-    return HostTierSettings(raw in ("on", "1", "true"), hosts, policy, timeout_ms / 1000, flush_ms / 1000,
-                            ahead in ("on", "1", "true"))
+    return HostTierSettings(on, hosts, policy, timeout_ms / 1000, flush_ms / 1000,
+                            _on_off(env, "FAST_LITELLM_REDIS_REFILL_AHEAD"))
