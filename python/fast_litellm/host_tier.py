@@ -511,8 +511,9 @@ class HostTier:
         """After a take from the lease of `lim` left `left` units: when the key keeps asking (its
         last grant was sent less than refill_s ago, the test that doubles a lease), the take
         left under a quarter of that grant and Redis has plenty left (the host's share of it,
-        as `_want` reckons it, at least twice that grant: near the limit, units taken early
-        would be taken from the other hosts), the next lease is asked for now, in the background,
+        as `_want` reckons it, at least 8 times that grant: near the limit, units taken early
+        would be taken from the other hosts, and a grant to a worker that exits before keeping
+        it is stranded), the next lease is asked for now, in the background,
         so that the request that would have found the lease empty finds it refilled. One worker
         of the host at a time (a region slot, given back by the region if its holder dies),
         none while this process has a refill of the key in flight, while Redis is down (the
@@ -526,7 +527,7 @@ class HostTier:
         at_ms, last_want = sized
         since_ms = (int(_clock_s() * 1000) - at_ms) % (1 << 32)
         share = max(0, lim.limit - self._reported(lim)) // (2 * self.host_count())
-        if (since_ms >= self.refill_s * 1000 or 4 * left >= last_want or share < 2 * last_want
+        if (since_ms >= self.refill_s * 1000 or 4 * left >= last_want or share < 8 * last_want
                 or (lim.counter_key,) in self._inflight or self.dry(lim) or self._redis_down()):
             return
         claim = f"tier-ahead:{lim.counter_key}"
