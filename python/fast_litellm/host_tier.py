@@ -248,12 +248,16 @@ class HostTier:
             at_ms, last = last_refill
             since_ms = (int(now * 1000) - at_ms) % (1 << 32)
             grow = 2 * last if since_ms < self.refill_s * 1000 else last // 2
-        share = max(0, lim.limit - self._reported(lim)) // (2 * self.host_count())
-        ahead = min(grow, share, self.max_lease)
+        ahead = min(grow, self._share(lim), self.max_lease)
         # Whole costs: requests of one key tend to cost the same (a TPM reservation is the same
         # estimate for the same max_tokens), so a lease of whole costs leaves no leftover that
         # only Redis's remainder could complete.
         return max(need, ahead - ahead % need)
+
+    def _share(self, lim: Limit) -> int:
+        """The most one grant to this host may be: half its share of what Redis has left, by
+        the counter Redis reported last."""
+        return max(0, lim.limit - self._reported(lim)) // (2 * self.host_count())
 
     def host_count(self) -> int:
         """How many hosts share the limits: the configured count, or more if more were heard
@@ -526,8 +530,7 @@ class HostTier:
             return
         at_ms, last_want = sized
         since_ms = (int(_clock_s() * 1000) - at_ms) % (1 << 32)
-        share = max(0, lim.limit - self._reported(lim)) // (2 * self.host_count())
-        if (since_ms >= self.refill_s * 1000 or 4 * left >= last_want or share < 8 * last_want
+        if (since_ms >= self.refill_s * 1000 or 4 * left >= last_want or self._share(lim) < 8 * last_want
                 or (lim.counter_key,) in self._inflight or self.dry(lim) or self._redis_down()):
             return
         claim = f"tier-ahead:{lim.counter_key}"
