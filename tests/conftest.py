@@ -50,6 +50,7 @@ MATRIX = {
                         "test_with_redis_rpm_windows_and_tpm_reservations_go_through_the_host_tier",
                         "test_with_redis_post_call_increments_are_settled_in_the_lease_or_deferred_or_sent_as_litellm_sends_them",
                         "test_with_redis_a_dead_hosts_parallel_request_slots_come_back_within_the_slot_ttl",
+                        "test_with_redis_parallel_request_slots_come_from_the_hosts_pool_exactly",
                         "test_with_redis_unreachable_litellms_fail_closed_setting_refuses_what_the_tier_cannot_verify",
                         "test_with_redis_rpm_windows_and_the_read_only_check_go_through_the_host_tier_on_every_release"),
     "test_router.py": ("test_usage_counters_are_host_wide_and_per_process_with_the_flag_off",

@@ -25,10 +25,10 @@ def upstream():
     u.close()
 
 
-def _hosts(tmp_path, upstream, redis_server, stock=()):
+def _hosts(tmp_path, upstream, redis_server, stock=(), models=MODELS):
     """Context managers for 3 proxies, and their regions; those whose index is in `stock` run
     LiteLLM alone."""
-    cfg = config(str(tmp_path / "config.yaml"), upstream, MODELS)
+    cfg = config(str(tmp_path / "config.yaml"), upstream, models)
     env = {"REDIS_HOST": "127.0.0.1", "REDIS_PORT": str(redis_server.port), "FAST_LITELLM_REDIS_HOSTS": "3"}
     regions = [f"/dev/shm/fl-hosttier-{uuid.uuid4().hex[:8]}" for _ in range(3)]
     return [proxy(cfg, region, tmp_path, workers=2, env={**env, **({"FAST_LITELLM_DISABLE": "1"} if i in stock else {})})
@@ -152,3 +152,56 @@ def test_tpm_reservations_through_three_hosts_leave_redis_counting_exactly_the_u
         # settled in the leases and the unlimited counter's increments sent summed (measured: 37
         # against 182).
         assert results["tier"]["scripts"] < 0.4 * results["litellm"]["scripts"], results
+
+
+def test_max_parallel_requests_hold_across_hosts_and_a_stock_pod_from_each_hosts_pool(tmp_path, upstream,
+                                                                                       redis_server):
+    """A key with max_parallel_requests 4 over a stock LiteLLM proxy and two accelerated hosts
+    (whose requests take slots from their host's pool in Redis's gauge): 24 requests at once
+    to a model that answers in 1 s never have more than 4 in flight upstream; then requests one
+    after another all pass (every slot came back through the proxy's own release path), and
+    once idle the hosts give their pooled slots back to Redis."""
+    redis_server.client().flushall()
+    models = MODELS + [{"name": "slow", "upstream": "mock-slow"}]
+    managers, regions = _hosts(tmp_path, upstream, redis_server, stock=(0,), models=models)
+    with concurrent.futures.ThreadPoolExecutor(len(managers)) as pool:
+        starting = [pool.submit(m.__enter__) for m in managers]
+    try:
+        proxies = [s.result() for s in starting]
+        key = f"sk-pool-{uuid.uuid4().hex[:8]}-par4"
+        for i, p in enumerate(proxies):  # each worker's Redis connection and scripts ready before the race
+            codes = send(p, [key] * 4, stagger_s=0.05)
+            assert codes == [200] * 4, (i, codes, _members(redis_server))
+        upstream.reset()
+        with concurrent.futures.ThreadPoolExecutor(len(proxies)) as pool:
+            burst = list(pool.map(lambda p: collections.Counter(send(p, [key] * 8, model="slow", concurrency=8)),
+                                  proxies))
+        in_flight = upstream.stats()["by_model"]["mock-slow"]["max_in_flight"]
+        assert sum(burst, collections.Counter())[200] >= 1 and set(sum(burst, collections.Counter())) <= {200, 429}
+        assert in_flight <= 4, (in_flight, burst)
+        sequential = [code for _ in range(4) for p in proxies for code in send(p, [key])]
+        assert sequential == [200] * 12, sequential
+        deadline = time.monotonic() + 20
+        while any(_members(redis_server).values()) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert not any(_members(redis_server).values()), _members(redis_server)
+    finally:
+        for m, started in zip(managers, starting):
+            if started.exception() is None:
+                m.__exit__(None, None, None)
+    stats = [host_tier_metrics(region) for region in regions[1:]]
+    for region in regions[1:]:
+        os.unlink(region)
+    # The accelerated hosts served requests from their pools (a request that finds another
+    # worker of its host adding a slot goes to LiteLLM's own acquire), and gave back every slot
+    # they added.
+    pool_stats = [{k: v for k, v in s.items() if k.startswith("gauge_pool")} for s in stats]
+    assert sum(s.get("gauge_pool_takes", 0) for s in stats) >= 8, pool_stats
+    assert sum(s.get("gauge_pool_adds", 0) for s in stats) == sum(s.get("gauge_pool_returns", 0) for s in stats), \
+        pool_stats
+
+
+def _members(redis_server):
+    """The members of every max_parallel_requests gauge (an empty gauge is no key)."""
+    client = redis_server.client()
+    return {key: client.zrange(key, 0, -1, withscores=True) for key in client.keys("*:max_parallel_requests")}

@@ -84,6 +84,8 @@ def test_a_slot_refused_by_a_full_table_says_so_not_that_its_slots_are_taken(reg
     ("FAST_LITELLM_REDIS_FLUSH_MS", "-1"),
     ("FAST_LITELLM_REDIS_FLUSH_MS", "soon"),
     ("FAST_LITELLM_REDIS_REFILL_AHEAD", "early"),
+    ("FAST_LITELLM_REDIS_GAUGE_LINGER_MS", "70000"),
+    ("FAST_LITELLM_REDIS_GAUGE_LINGER_MS", "1s"),
 ])
 def test_a_bad_host_tier_setting_is_a_config_error_at_import_naming_it(variable, raw):
     from subproc import run_python
@@ -103,5 +105,6 @@ def test_a_bad_host_tier_setting_is_a_config_error_at_import_naming_it(variable,
                                        "FAST_LITELLM_REDIS_DOWN_POLICY": "closed",
                                        "FAST_LITELLM_REDIS_TIMEOUT_MS": "50",
                                        "FAST_LITELLM_REDIS_FLUSH_MS": "0",
-                                       "FAST_LITELLM_REDIS_REFILL_AHEAD": "off"}) == _config.HostTierSettings(
-        False, 3, "closed", 0.05, 0.0, False)
+                                       "FAST_LITELLM_REDIS_REFILL_AHEAD": "off",
+                                       "FAST_LITELLM_REDIS_GAUGE_LINGER_MS": "0"}) == _config.HostTierSettings(
+        False, 3, "closed", 0.05, 0.0, False, 0.0)

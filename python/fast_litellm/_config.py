@@ -100,11 +100,14 @@ class HostTierSettings:
     flush_s: float = 1.0
     #: Whether a key that keeps asking has its next lease asked for before this one runs out.
     refill_ahead: bool = True
+    #: How long a max_parallel_requests slot the host holds in Redis stays idle before it is
+    #: given back (0: each request acquires and releases its own slot in Redis, as LiteLLM does).
+    gauge_linger_s: float = 0.5
 
 
 def host_tier_settings(env: Mapping[str, str] = os.environ) -> HostTierSettings:
     """FAST_LITELLM_HOST_TIER, _REDIS_HOSTS, _REDIS_DOWN_POLICY, _REDIS_TIMEOUT_MS,
-    _REDIS_FLUSH_MS, _REDIS_REFILL_AHEAD (docs/host-tier.md)."""
+    _REDIS_FLUSH_MS, _REDIS_REFILL_AHEAD, _REDIS_GAUGE_LINGER_MS (docs/host-tier.md)."""
     on = _on_off(env, "FAST_LITELLM_HOST_TIER")
     hosts_raw = env.get("FAST_LITELLM_REDIS_HOSTS", "").strip()
     hosts = _positive_int(env, "FAST_LITELLM_REDIS_HOSTS") or 1
@@ -117,12 +120,19 @@ def host_tier_settings(env: Mapping[str, str] = os.environ) -> HostTierSettings:
     timeout_ms = _positive_int(env, "FAST_LITELLM_REDIS_TIMEOUT_MS") or 250
     if timeout_ms > 60_000:
         raise ConfigError(f"FAST_LITELLM_REDIS_TIMEOUT_MS={timeout_raw!r} must be between 1 and 60000")
-    flush_raw = env.get("FAST_LITELLM_REDIS_FLUSH_MS", "").strip()
+    return HostTierSettings(on, hosts, policy, timeout_ms / 1000,
+                            _millis(env, "FAST_LITELLM_REDIS_FLUSH_MS", 1000) / 1000,
+                            _on_off(env, "FAST_LITELLM_REDIS_REFILL_AHEAD"),
+                            _millis(env, "FAST_LITELLM_REDIS_GAUGE_LINGER_MS", 500) / 1000)
+
+
+def _millis(env: Mapping[str, str], name: str, default: int) -> int:
+    """A duration in whole milliseconds, 0 (off) to 60000."""
+    raw = env.get(name, "").strip()
     try:
-        flush_ms = int(flush_raw.replace("_", "")) if flush_raw else 1000
+        millis = int(raw.replace("_", "")) if raw else default
     except ValueError:
-        raise ConfigError(f"FAST_LITELLM_REDIS_FLUSH_MS={flush_raw!r} is not a whole number") from None
-    if not 0 <= flush_ms <= 60_000:
-        raise ConfigError(f"FAST_LITELLM_REDIS_FLUSH_MS={flush_raw!r} must be between 0 (off) and 60000")
-    return HostTierSettings(on, hosts, policy, timeout_ms / 1000, flush_ms / 1000,
-                            _on_off(env, "FAST_LITELLM_REDIS_REFILL_AHEAD"))
+        raise ConfigError(f"{name}={raw!r} is not a whole number") from None
+    if not 0 <= millis <= 60_000:
+        raise ConfigError(f"{name}={raw!r} must be between 0 (off) and 60000")
+    return millis

@@ -146,6 +146,9 @@ STATS = {
     "settled_units": "Tokens of post-call reconciliations settled in this host's leases instead of Redis.",
     "policy_admitted_units": "Units the down policy admitted while Redis could not be reached.",
     "unverifiable_refusals": "Checks refused as LiteLLM's fail_closed_rate_limit_enforcement refuses them (Redis unreachable, lease short).",
+    "gauge_pool_takes": "Requests whose max_parallel_requests slots came from the host's pool, without a Redis call.",
+    "gauge_pool_adds": "Slots added to the host's max_parallel_requests pool in Redis (one call each).",
+    "gauge_pool_returns": "Idle slots of the host's max_parallel_requests pool given back to Redis.",
     "transitions": "Redis lost / Redis back transitions of this host (two processes recovering at once may count one twice).",
 }
 

@@ -101,7 +101,7 @@ import weakref
 from collections import OrderedDict
 from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple
 
-from . import _config, shm
+from . import _config, limiter_host_tier_pool, shm
 from ._acceleration import Component, Decline
 from ._compat import Shape, problems
 
@@ -525,6 +525,8 @@ def _acquire_parallel_slots_in_memory(
 
 
 async def _release_parallel_request_slots(self: Any, acquisition: Dict[str, Any], parent_otel_span: Any = None) -> None:
+    if limiter_host_tier_pool.release(acquisition.get("slot_id") or ""):
+        return  # units of the host's pool (with Redis): back to it, no Redis call
     held = _held.pop(acquisition.get("slot_id") or "", None)
     if held is None or _region is None:
         raise Decline("not a slot taken in the region")
@@ -704,5 +706,5 @@ def _install_host_tier(c: Component, prl: Any, region: shm.Region, dialect: str)
     tier.configure(region, settings)
     for owner, name, _, replacement in patches:
         original = inspect.getattr_static(owner, name)
-        if not c.patch(owner, name, _same_kind(original, replacement)):
+        if not c.patch(owner, name, _same_kind(original, replacement), always=name in tier.ALWAYS):
             log.warning("fast_litellm: %s: host tier off: could not patch %s", c.name, name)

@@ -433,7 +433,23 @@ def patches(prl: Any) -> List[Tuple[Any, str, Tuple[str, ...], Any]]:
     ] + ([(L, "_read_counter_values_without_incrementing", ("self", "keys", "parent_otel_span"),
            read_counter_values_without_incrementing(read_only))]
          # from 1.108 (the read-only check before the body, from 1.109); none to answer before
-         if read_only is not None else [])
+         if read_only is not None else []) + _defer_release_patch(L)
+
+
+#: Patches that give back what an accelerated call took: they run whatever the flag and
+#: breaker say since (a pooled request's slot released by LiteLLM's own code would stay taken).
+ALWAYS = frozenset({"_defer_parallel_slot_release"})
+
+
+def _defer_release_patch(L: Any) -> List[Tuple[Any, str, Tuple[str, ...], Any]]:
+    """From 1.108: a pooled request's release from the logging callbacks (up to 1.107 every
+    release goes through `_release_parallel_request_slots`, which limiter.py patches, always)."""
+    from . import limiter_host_tier_pool
+
+    if inspect.getattr_static(L, "_defer_parallel_slot_release", None) is None:
+        return []
+    return [(L, "_defer_parallel_slot_release", ("self", "acquisition", "parent_otel_span"),
+             limiter_host_tier_pool.defer_parallel_slot_release)]
 
 
 def store_patches(prl: Any) -> List[Tuple[Any, str, Tuple[str, ...], Any]]:
@@ -456,7 +472,7 @@ def store_patches(prl: Any) -> List[Tuple[Any, str, Tuple[str, ...], Any]]:
         (L, "_check_parallel_request_gauges", ("self", "gauges", "slot_id", "parent_otel_span", "read_only"),
          limiter_host_tier_gauges.check_store_parallel_request_gauges(
              inspect.getattr_static(L, "_check_parallel_request_gauges", None))),
-    ]
+    ] + _defer_release_patch(L)
 
 
 def configure(region: shm.Region, settings: HostTierSettings) -> None:

@@ -204,17 +204,35 @@ async def _read_only(original: Any, limiter: Any, gauges: List[Any], slot_id: st
     response = await _litellms(original, limiter, gauges, slot_id, parent_otel_span, True)
     if response["overall_code"] == "OVER_LIMIT" and _through_tier(limiter):
         keys = [limiter_module._dialect.gauge_key(gauge) for gauge in gauges]
-        if await _slots_of(limiter).run_prologue(limiter, keys, ""):
+        response = _with_idle_pool_units(limiter, gauges, keys, response)
+        if response["overall_code"] == "OVER_LIMIT" and await _slots_of(limiter).run_prologue(limiter, keys, ""):
             response = await _litellms(original, limiter, gauges, slot_id, parent_otel_span, True)
     return response
+
+
+def _with_idle_pool_units(limiter: Any, gauges: List[Any], keys: List[str], response: Dict[str, Any]) -> Dict[str, Any]:
+    """A read-only refusal, where this host holds idle members of each gauge it refused on
+    (Redis counts them; the request's acquire takes one): admitted."""
+    from . import limiter_host_tier_pool as pool
+
+    idle = pool.idle_units(limiter, keys)
+    statuses = response["statuses"]
+    if len(statuses) != len(gauges) or not any(idle):
+        return response
+    if any(status["code"] == "OVER_LIMIT" and not units for status, units in zip(statuses, idle)):
+        return response
+    in_flight = pool.in_flight(limiter, keys)
+    return {**response, "overall_code": "OK",
+            "statuses": [limiter._gauge_status(gauge, n, "OK") if status["code"] == "OVER_LIMIT" else status
+                         for gauge, n, status in zip(gauges, in_flight, statuses)]}
 
 
 _warned_acquire_shape = False
 
 
 def check_parallel_request_gauges(original: Any) -> Any:
-    """Up to 1.109: LiteLLM's own gauge check, with the limiter's acquire script the tier's
-    (`_TieredAcquire`)."""
+    """Up to 1.109: the host's pool (limiter_host_tier_pool), or LiteLLM's own gauge check with
+    the limiter's acquire script the tier's (`_TieredAcquire`)."""
 
     async def check(self: Any, gauges: List[Any], slot_id: str, parent_otel_span: Any = None,
                     read_only: bool = False) -> Any:
@@ -233,16 +251,20 @@ def check_parallel_request_gauges(original: Any) -> Any:
                                 "the host tier knows: a dead host's slots stay LiteLLM's (an hour)")
                 raise Decline("LiteLLM's acquire script is not the one the prologue is written for")
             self.parallel_acquire_script = _TieredAcquire(_slots_of(self), text, acquire)
-        return await _litellms(original, self, gauges, slot_id, parent_otel_span, False, through_tier=True)
+        from . import limiter as limiter_module, limiter_host_tier_pool as pool
+
+        return await pool.acquire(self, gauges, slot_id, [limiter_module._dialect.gauge_key(g) for g in gauges],
+                                  lambda: _litellms(original, self, gauges, slot_id, parent_otel_span, False,
+                                                    through_tier=True))
 
     return check
 
 
 def check_store_parallel_request_gauges(original: Any) -> Any:
-    """1.110: LiteLLM's own gauge check, after the prologue as a call of its own (one Redis call
-    more per acquire than LiteLLM alone). Wrapping is safe here: 1.110 acquires with Batch.NONE,
+    """1.110: the host's pool, or LiteLLM's own gauge check after the prologue as a call of its
+    own (one Redis call more per acquire than LiteLLM alone). Wrapping is safe here: 1.110 acquires with Batch.NONE,
     sent when awaited, never declared on the request's batch."""
-    from . import limiter
+    from . import limiter, limiter_host_tier_pool as pool
 
     async def check(self: Any, gauges: List[Any], slot_id: str, parent_otel_span: Any = None,
                     read_only: bool = False) -> Any:
@@ -251,11 +273,15 @@ def check_store_parallel_request_gauges(original: Any) -> Any:
         if not _through_tier(self):
             return await _litellms(original, self, gauges, slot_id, parent_otel_span, False)
         keys = [limiter._dialect.gauge_key(gauge) for gauge in gauges]
-        slots = _slots_of(self)
-        await slots.run_prologue(self, keys, slot_id)
-        response = await _litellms(original, self, gauges, slot_id, parent_otel_span, False, through_tier=True)
-        if response["overall_code"] == "OK":
-            slots.hold([(key, slot_id) for key in keys])
-        return response
+
+        async def litellms() -> Any:
+            slots = _slots_of(self)
+            await slots.run_prologue(self, keys, slot_id)
+            response = await _litellms(original, self, gauges, slot_id, parent_otel_span, False, through_tier=True)
+            if response["overall_code"] == "OK":
+                slots.hold([(key, slot_id) for key in keys])
+            return response
+
+        return await pool.acquire(self, gauges, slot_id, keys, litellms)
 
     return check
