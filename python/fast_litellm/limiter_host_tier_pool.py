@@ -1,11 +1,12 @@
 """rate_limiter with Redis, the max_parallel_requests gauges through the host tier: a pool of
 slots the host holds in LiteLLM's sorted set, which its workers take and give back in the
-region, without a Redis call (docs/host-tier.md, "The parallel-request pool").
+region, without a Redis call (docs/host-tier.md, "max_parallel_requests: the host's pool").
 
 For a gauge key K the host holds `held` members `fl-pool:<host id>:<n>` (n < held) in K, and
 its in-flight requests of K hold the region slot `pool-use:K`, taken with max `held`. A request
 that finds all of them busy adds a member with one call (LiteLLM's acquire, its limit checked in
-Redis); a member idle for the linger is removed with one call. Only one worker of the host
+Redis); a member idle for the linger is removed with one call, and at once beyond `Pool.keep`
+(half the host's share of what the gauge had free). Only one worker of the host
 changes a pool at a time (the region slot `pool-claim:K`), and a change to fewer members first
 takes the units it removes, so in-flight requests never outnumber the members: 0 over-admitted.
 A killed worker's units come back when the region reaps it; a dead host's members, refreshed no
