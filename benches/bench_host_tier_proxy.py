@@ -2,6 +2,7 @@
 with 2 and 3 hosts, side by side.
 
     python benches/bench_host_tier_proxy.py [--quick] [--rounds R] [--requests N] [--hosts 2,3]
+                                            [--key-counts 1,100,10000] [--limit rpm1000000]
 
 A host is one real proxy (deploy/, gunicorn --preload, W = 2 workers) with its own region,
 configured with Redis as LiteLLM's docs say (REDIS_HOST / REDIS_PORT). For each host count,
@@ -9,7 +10,9 @@ two fleets start, one with FAST_LITELLM_DISABLE=1 (LiteLLM's own Redis path) and
 fast_litellm, and take turns, round after round. A run sends N chat completions, 32 at once
 (new connection per request), request i to host i % H with key i % K of a fresh set of K keys
 at an rpm limit never reached, for K = 1 (a hot key), 100 and 10,000 (with N < 10,000 every
-request is its key's first in the window). Reported per (hosts, keys, fleet), the median over R
+request is its key's first in the window). `--limit par64` gives each key max_parallel_requests
+64 instead (deploy/demo_auth.py's key suffixes), never reached at 32 at once: LiteLLM's gauge
+acquire and release against the host tier's pool. Reported per (hosts, keys, fleet), the median over R
 rounds: requests/s, p50 and p99 latency (end to end, the mock upstream answers at once), Redis
 commands per request (INFO commandstats, scripts' inner commands included; the largest ones
 named, and the router's cooldown MGET on its own) and Redis CPU ms per 1,000 requests (INFO
@@ -54,10 +57,10 @@ def redis_state(server: RedisServer) -> Dict[str, Any]:
             "cpu_s": float(cpu["used_cpu_user"]) + float(cpu["used_cpu_sys"])}
 
 
-def one_run(server: RedisServer, urls: List[str], keys: int, n: int) -> Dict[str, Any]:
+def one_run(server: RedisServer, urls: List[str], keys: int, n: int, limit: str = "rpm1000000") -> Dict[str, Any]:
     tag = uuid.uuid4().hex[:8]
     before = redis_state(server)
-    out: Dict[str, Any] = dict(asyncio.run(load(urls[0], n, 32, [f"sk-htp{tag}-{k}-rpm1000000" for k in range(keys)],
+    out: Dict[str, Any] = dict(asyncio.run(load(urls[0], n, 32, [f"sk-htp{tag}-{k}-{limit}" for k in range(keys)],
                                                 urls)))
     after = redis_state(server)
     calls = collections.Counter({c: after["calls"][c] - before["calls"].get(c, 0) for c in after["calls"]})
@@ -74,6 +77,8 @@ def main(argv: List[str] | None = None) -> int:
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--requests", type=int, default=1000)
     p.add_argument("--hosts", default="2,3")
+    p.add_argument("--key-counts", default=",".join(map(str, KEY_COUNTS)))
+    p.add_argument("--limit", default="rpm1000000", help="each key's limit, as a demo_auth key suffix")
     args = p.parse_args(argv)
     rounds, n = (1, 300) if args.quick else (args.rounds, args.requests)
     os.environ["LITELLM_LOCAL_MODEL_COST_MAP"] = "True"
@@ -100,17 +105,18 @@ def main(argv: List[str] | None = None) -> int:
                 for urls in fleets.values():  # warm up: imports, first-call paths, connections to Redis
                     one_run(server, urls, 100, 200)
                 for r in range(rounds):
-                    for keys in KEY_COUNTS:
+                    for keys in [int(k) for k in args.key_counts.split(",")]:
                         for fleet, urls in fleets.items():
                             print(f"{hosts} hosts, round {r + 1}/{rounds}, {keys} keys: {fleet}", file=sys.stderr,
                                   flush=True)
-                            results[(hosts, keys, fleet)].append(one_run(server, urls, keys, n))
+                            results[(hosts, keys, fleet)].append(one_run(server, urls, keys, n, args.limit))
     finally:
         server.stop()
 
     from importlib.metadata import version
 
-    print(f"`python benches/bench_host_tier_proxy.py --rounds {rounds} --requests {n} --hosts {args.hosts}`: "
+    print(f"`python benches/bench_host_tier_proxy.py --rounds {rounds} --requests {n} --hosts {args.hosts} "
+          f"--key-counts {args.key_counts} --limit {args.limit}`: "
           f"Python {platform.python_version()}, LiteLLM {version('litellm')}, redis-server {server.version}, "
           f"{os.cpu_count()} cores, 2 workers per host, median of {rounds}\n")
     print("| hosts | keys | fleet | requests/s | p50 ms | p99 ms | Redis commands / request | largest | "
