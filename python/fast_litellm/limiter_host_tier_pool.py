@@ -275,10 +275,10 @@ class Pool:
                 last_refresh = asyncio.get_running_loop().time()
             for key in list(self.keys):
                 last = self.region.value_get(f"pool-last:{key}")
-                if self.idle(key) and (last is None or _now_ms() - int(last[1]) >= self.linger_s * 1000):
-                    await self.shrink(key)
-                elif self.idle(key) > self.keep(key):
-                    await self.shrink(key, self.keep(key))
+                lingered = last is None or _now_ms() - int(last[1]) >= self.linger_s * 1000
+                keep = 0 if lingered else self.keep(key)
+                if self.idle(key) > keep:
+                    await self.shrink(key, keep)
                 if self.held(key) <= 0 and not any(key in keys for _, keys in self.requests.values()):
                     del self.keys[key]  # the host holds none: nothing to refresh or sweep
                 elif refresh:
@@ -349,9 +349,7 @@ async def acquire(limiter: Any, gauges: List[Dict[str, Any]], slot_id: str, keys
             if grown is None:
                 break
             added, count = grown
-            if not added:
-                pool.put_back(taken)
-                taken = []
+            if not added:  # (the units taken go back in `finally`)
                 return {"overall_code": "OVER_LIMIT", "statuses": [limiter._gauge_status(gauge, count, "OVER_LIMIT")]}
             if not pool.take(key):  # another worker took the member first
                 break
