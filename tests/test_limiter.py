@@ -743,9 +743,41 @@ async def one_host():
     out["read_only_idle"] = (await lim.should_rate_limit([par], read_only=True))["overall_code"]
     await asyncio.sleep(1.0)
     out["members_after_linger"] = r.zcard(gauge_key)
+    await while_a_member_leaves(lim)
     out["status"] = fast_litellm.status()["rate_limiter"]
     region = limiter_host_tier._region
     out["stats"] = {k: region.counter_get(f"tier:stat:gauge_pool_{k}") for k in ("takes", "adds", "returns")}
+
+
+# A gauge of 1: its member, idle after a request, is on its way out (the shrink's call held
+# back here) while Redis still counts it. The read-only check is not refused for it, and an
+# acquire waits for the shrink and adds a member (LiteLLM's acquire then would refuse).
+async def while_a_member_leaves(lim):
+    from fast_litellm import limiter_host_tier_pool
+    one, one_key = desc("api_key", "one", parallel=1), "{api_key:one}:max_parallel_requests"
+    pool = limiter_host_tier_pool._pool_of(lim)
+    gate, shrink_script = asyncio.Event(), pool.shrink_script
+
+    async def held_back(**call):
+        await gate.wait()
+        return await shrink_script(**call)
+    pool.shrink_script = held_back
+    assert (await lim.should_rate_limit([one], parallel_slot_id="one0"))["overall_code"] == "OK"
+    await lim._release_parallel_request_slots(acquisition("one0", [gauge("api_key", "one")]))
+    for _ in range(500):  # the release's shrink reserves the member at its first step
+        if pool.leaving(one_key):
+            break
+        await asyncio.sleep(0.001)
+    leaving = {"leaving": pool.leaving(one_key), "in_redis": r.zcard(one_key)}
+    leaving["read_only"] = (await lim.should_rate_limit([one], read_only=True))["overall_code"]
+    acquiring = asyncio.ensure_future(lim.should_rate_limit([one], parallel_slot_id="one1"))
+    await asyncio.sleep(0.05)
+    gate.set()
+    leaving["acquire"] = (await acquiring)["overall_code"]
+    leaving["in_redis_after"] = r.zcard(one_key)
+    pool.shrink_script = shrink_script
+    await lim._release_parallel_request_slots(acquisition("one1", [gauge("api_key", "one")]))
+    out["leaving"] = leaving
 
 
 asyncio.run(one_host())
@@ -768,6 +800,7 @@ def test_with_redis_parallel_request_slots_come_from_the_hosts_pool_exactly(regi
     assert out["deferred"] is True and out["in_use_after_release"] == 0, out
     assert out["members_idle"] == 4 and out["read_only_idle"] == "OK", out
     assert out["members_after_linger"] == 0, out
+    assert out["leaving"] == {"leaving": 1, "in_redis": 1, "read_only": "OK", "acquire": "OK", "in_redis_after": 1}, out
     assert out["stats"]["takes"] >= 30 and out["stats"]["adds"] >= 1 and out["stats"]["returns"] >= 4, out["stats"]
     assert out["status"]["errors"] == 0, out["status"]
     for suffix in ("-host0", "-host1"):

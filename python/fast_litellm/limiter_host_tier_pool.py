@@ -6,9 +6,10 @@ For a gauge key K the host holds `held` members `fl-pool:<host id>:<n>` (n < hel
 its in-flight requests of K hold the region slot `pool-use:K`, taken with max `held`. A request
 that finds all of them busy adds a member with one call (LiteLLM's acquire, its limit checked in
 Redis); a member idle for the linger is removed with one call, and at once beyond `Pool.keep`
-(half the host's share of what the gauge had free). Only one worker of the host
-changes a pool at a time (the region slot `pool-claim:K`), and a change to fewer members first
-takes the units it removes, so in-flight requests never outnumber the members: 0 over-admitted.
+(half the host's share of what the gauge had free). Only one worker of the host changes a pool
+at a time (the region slot `pool-claim:K`; the others wait for it), and a change to fewer
+members first takes the units it removes, so in-flight requests never outnumber the members:
+0 over-admitted. Until its call returns, the members it removes hold `pool-leaving:K`.
 A killed worker's units come back when the region reaps it; a dead host's members, refreshed no
 more, are dropped by the prologue after SLOT_TTL_S (limiter_host_tier_gauges).
 """
@@ -164,10 +165,15 @@ class Pool:
         host's in-flight requests)."""
         return max(0, self.held(key) - self.region.slots_in_use(f"pool-use:{key}"))
 
+    def leaving(self, key: str) -> int:
+        """Members of `key` on their way out of Redis (a shrink's call in flight): counted there
+        a moment more, used by no request."""
+        return self.region.slots_in_use(f"pool-leaving:{key}")
+
     def _reserve_idle(self, key: str, keep: int = 0) -> List[str]:
-        """Takes the idle units of `key` beyond `keep` (the caller holds its claim) and lowers
-        `held` past them: the members to remove from Redis (none when none is idle or a take
-        raced ours)."""
+        """Takes the idle units of `key` beyond `keep` (the caller holds its claim), lowers
+        `held` past them and marks them leaving: the members to remove from Redis, and then to
+        pass to `_left` (none when none is idle or a take raced ours)."""
         held, use, taken = self.held(key), f"pool-use:{key}", 0
         want = self.idle(key) - keep
         while taken < want and self.region.acquire(use, held):
@@ -175,6 +181,10 @@ class Pool:
         try:
             if not taken or self.region.slots_in_use(use) > held:
                 return []
+            # Leaving before `held` is lowered, so that idle + leaving never misses them; a
+            # shrinker killed before `_left` has its units reaped with it.
+            for _ in range(taken):
+                self.region.acquire(f"pool-leaving:{key}", held)
             # While the units taken here count, no request can take them: below the new held
             # once they are given back.
             self._set_held(key, held - taken)
@@ -183,17 +193,35 @@ class Pool:
             for _ in range(taken):
                 self.region.release(use)
 
+    def _left(self, key: str, members: Sequence[str]) -> None:
+        for _ in members:
+            self.region.release(f"pool-leaving:{key}")
+
     # ---- Redis's side ----------------------------------------------------------------------
 
+    async def _claim(self, key: str) -> bool:
+        """The claim to change the pool of `key`, waited for while another worker of the host
+        holds it (for its one Redis call), at most timeout_s."""
+        claim, loop = f"pool-claim:{key}", asyncio.get_running_loop()
+        deadline = loop.time() + self.host.timeout_s
+        while not self.region.acquire(claim, 1):
+            if loop.time() >= deadline:
+                return False
+            await asyncio.sleep(0.001)
+        return True
+
     async def grow(self, gauge: Dict[str, Any], key: str) -> Optional[Tuple[bool, int]]:
-        """One member more of `key` in Redis, under LiteLLM's limit: (added, Redis's count).
-        None when not now: another worker is changing this pool, the breaker is open or the
-        call failed (the caller then leaves the request to LiteLLM's own acquire)."""
+        """One member more of `key` in Redis, under LiteLLM's limit: (a member is idle now,
+        Redis's count). None when not now: the breaker is open, the call failed or another
+        worker's change outlasted timeout_s (the caller then leaves the request to LiteLLM's
+        own acquire)."""
         claim = f"pool-claim:{key}"
-        if self.host._redis_down() or not self.region.acquire(claim, 1):
+        if self.host._redis_down() or not await self._claim(key):
             return None
         try:
             held = self.held(key)
+            if self.idle(key):  # the worker that had the claim added one, or a request ended
+                return True, held
             try:
                 reply = await self.host.within_timeout(self.grow_script(
                     keys=[key], args=[int(gauge["limit"]), self.slot_ttl_s, self.member(held)]))
@@ -225,6 +253,8 @@ class Pool:
             except Exception as error:  # noqa: BLE001 - the members, refreshed no more, go after SLOT_TTL_S
                 self._failed("giving back idle max_parallel_requests slots", error)
                 return 0
+            finally:
+                self._left(key, members)
             self.host.stat("gauge_pool_returns", len(members))
             return len(members)
         finally:
@@ -306,8 +336,11 @@ class Pool:
                 continue
             try:
                 members = self._reserve_idle(key)
-                if members:
-                    self.sync_shrink([key], members)
+                try:
+                    if members:
+                        self.sync_shrink([key], members)
+                finally:
+                    self._left(key, members)
             except Exception as error:  # noqa: BLE001 - the members, refreshed no more, go after SLOT_TTL_S
                 log.warning("fast_litellm: giving back idle max_parallel_requests slots at exit failed: %s", error)
             finally:
@@ -348,8 +381,8 @@ async def acquire(limiter: Any, gauges: List[Dict[str, Any]], slot_id: str, keys
             grown = await pool.grow(gauge, key)
             if grown is None:
                 break
-            added, count = grown
-            if not added:  # (the units taken go back in `finally`)
+            idle, count = grown
+            if not idle:  # (the units taken go back in `finally`)
                 return {"overall_code": "OVER_LIMIT", "statuses": [limiter._gauge_status(gauge, count, "OVER_LIMIT")]}
             if not pool.take(key):  # another worker took the member first
                 break
@@ -394,10 +427,11 @@ def release(slot_id: str) -> bool:
 
 
 def idle_units(limiter: Any, keys: Sequence[str]) -> List[int]:
-    """Per gauge key, the members this host holds that no request uses: a read-only check
-    does not count them against the request (its acquire will take one)."""
+    """Per gauge key, the members this host holds that no request uses, or that are on their
+    way out: a read-only check does not count them against the request (its acquire takes one,
+    or adds one once they are gone)."""
     pool = _pool_of(limiter)
-    return [0] * len(keys) if pool is None else [pool.idle(key) for key in keys]
+    return [0] * len(keys) if pool is None else [pool.idle(key) + pool.leaving(key) for key in keys]
 
 
 async def defer_parallel_slot_release(self: Any, acquisition: Dict[str, Any], parent_otel_span: Any = None) -> bool:
