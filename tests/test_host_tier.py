@@ -239,6 +239,75 @@ def test_a_key_that_keeps_asking_has_its_lease_refilled_ahead_and_its_requests_m
     assert on["stats"]["ahead_refills"] >= 3 and on["late"] == 0, on
 
 
+@pytest.mark.parametrize("redis_state", ["far", "hung"])
+def test_workers_that_find_the_lease_empty_together_share_one_lease_call(redis_server, tmp_path, redis_state):
+    """Four workers of one host find a warm key's lease empty at once. One makes the lease
+    call; the others take from its grant as it arrives (each would otherwise make its own
+    call: four). `far`: Redis 200 ms away; Redis's counter is exactly what was granted.
+    `hung`: Redis stops answering just before; the call times out, and the workers that waited
+    for it are answered by the down policy with it (no second timeout each)."""
+    import threading
+
+    from subproc import run_python
+    from tcp_proxy import TcpProxy
+
+    far = TcpProxy(redis_server.port, reply_delay_s=0.2 if redis_state == "far" else 0.0)
+    key = f"shared-{uuid.uuid4().hex[:8]}"
+    go_at = time.time() + 8.0  # after the child's imports and warm-up, under load too
+    if redis_state == "hung":
+        threading.Timer(go_at - 0.3 - time.time(), far.cut, ("hang",)).start()
+    try:
+        out = run_python(f"""
+            import asyncio, time, redis.asyncio
+            from fast_litellm import shm
+            from fast_litellm.host_tier import HostTier, Limit, stat_key
+            from forked import run_forked
+
+            lim = Limit("{{{key}}}:window", "{{{key}}}:requests", 100000, 1)
+
+            def tier(port):
+                region = shm.Region("{tmp_path}/region", capacity=1 << 12)
+                return HostTier(region, redis.asyncio.Redis(port=port), hosts=1, refill_ahead=False,
+                                timeout_s={3.0 if redis_state == "far" else 0.5}, down_policy="open")
+
+            async def warm():  # leases of 1, 2, 4, 8, 16: a key that keeps asking; then the lease is spent
+                t = tier({redis_server.port})
+                while (t.region.value_get(f"tier-size:{{lim.counter_key}}") or (0, 0))[1] < 16:
+                    assert (await t.admit([lim])).allowed
+                t.region.lease_take(lim.counter_key, t.region.lease_left(lim.counter_key)[1])
+                return t.region
+
+            region = asyncio.run(warm())
+            assert time.time() < {go_at} - 1.0, "warmed up too late"
+            before = {{n: region.counter_get(stat_key(n)) or 0 for n in ("granted_units", "redis_calls")}}
+
+            def worker(_):
+                async def once():
+                    t = tier({far.port})
+                    await t.redis.ping()  # connected before the common start
+                    await asyncio.sleep(max(0.0, {go_at} - time.time()))
+                    admission = await t.admit([lim])
+                    return 100 * admission.redis_calls + 10 * (admission.windows[0] == 0) + admission.allowed
+                return asyncio.run(once())
+
+            results = run_forked(4, worker)
+            emit({{"results": results, "waited": region.counter_get(stat_key("shared_calls_waited")) or 0,
+                   "granted": region.counter_get(stat_key("granted_units")) - before["granted_units"],
+                   "calls": region.counter_get(stat_key("redis_calls")) - before["redis_calls"],
+                   "held": region.lease_left(lim.counter_key)[1], "warm_granted": before["granted_units"]}})
+        """, env={"FAST_LITELLM_DISABLE": "1", "FL_TESTS_DIR": HERE,
+                  "PYTHONPATH": HERE + os.pathsep + os.environ.get("PYTHONPATH", "")})
+    finally:
+        far.close()
+    assert all(r % 10 == 1 for r in out["results"]), out  # every worker admitted
+    assert out["calls"] == 1 and out["waited"] == 3, out  # the Redis calls the host made
+    if redis_state == "far":
+        assert sum(r // 100 for r in out["results"]) == 1 and out["granted"] == 4 + out["held"], out
+        assert int(redis_server.client().get(f"{{{key}}}:requests")) == out["warm_granted"] + out["granted"], out
+    else:  # all four by the policy, none from Redis
+        assert [r // 10 % 10 for r in out["results"]] == [1] * 4 and out["granted"] == 0, out
+
+
 def test_a_refill_ahead_while_redis_hangs_admits_nothing_by_the_policy(redis_server, tmp_path):
     """Redis hangs while a hot key's refill ahead is due: the refill fails (a failure for the
     breaker) and admits nothing; each unit the down policy admits is a request's, counted once

@@ -15,9 +15,10 @@ Bounds (docs/host-tier.md states and derives them):
 - under-admission: at most the units granted but not spent when a window ends, at most
   `hosts x max_lease` and, near the limit, `(limit - counter) / 2` in all;
 - Redis calls: one per lease, and leases grow (doubling while a key keeps asking within
-  `refill_s`) up to `(limit - counter) / (2 x hosts)`. A key that keeps asking has its lease
-  refilled ahead, by one worker of the host at a time, when a take leaves it low, so its
-  requests do not wait for that call.
+  `refill_s`) up to `(limit - counter) / (2 x hosts)`. One worker of the host at a time makes
+  a key's lease call; requests of other workers that miss meanwhile take from its grant when
+  it asks for enough. A key that keeps asking has its lease refilled ahead when a take leaves
+  it low, so its requests do not wait for that call.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Awaitable, Callable, Dict, List, Optional, Sequence, Tuple, TypeVar
 
 from . import _native, host_tier_wait
@@ -138,6 +139,7 @@ STATS = {
     "redis_failures": "Of those, calls that failed or timed out.",
     "redis_wait_us": "Microseconds requests waited on the host tier's Redis calls.",
     "ahead_refills": "Lease calls made ahead of need, off the request path, for keys that keep asking.",
+    "shared_calls_waited": "Requests that waited for another worker's lease call instead of making their own.",
     "lagged_waits": "Waits on a Redis call extended past the timeout because the worker's event loop was running late.",
     "granted_units": "Units Redis granted to this host's leases (requests' own units included).",
     "returned_units": "Unspent units given back to Redis (idle and at shutdown).",
@@ -177,6 +179,19 @@ class Limit:
     #: that refunds lower before the window ends (TPM reservations, reconciled to the usage
     #: after the call): each refused request then asks Redis, as it does with LiteLLM alone.
     dry_poll: bool = True
+
+
+@dataclass
+class _Calls:
+    """An admission's part in "one lease call per key at a time" (`_after_other_workers_call`)."""
+    #: the `tier-calling:` slots it holds: it makes those calls
+    claimed: List[str] = field(default_factory=list)
+    #: it waited for another worker's call, which failed
+    shared_call_failed: bool = False
+
+    def end(self, region: Any) -> None:
+        for slot in self.claimed:
+            region.release(slot)
 
 
 @dataclass(frozen=True)
@@ -302,6 +317,13 @@ class HostTier:
     async def admit_each(self, limits: Sequence[Limit]) -> List[Tuple[bool, int, int]]:
         """Each limit on its own, as LiteLLM's batch script counts each counter whatever the
         others say: per limit (taken, window start, estimated count), one Redis call at most."""
+        calls = _Calls()
+        try:
+            return await self._admit_each(limits, calls)
+        finally:
+            calls.end(self.region)
+
+    async def _admit_each(self, limits: Sequence[Limit], calls: "_Calls") -> List[Tuple[bool, int, int]]:
         self._note(limits)
         out: List[Optional[Tuple[bool, int, int]]] = [None] * len(limits)
         ask: List[int] = []
@@ -314,12 +336,12 @@ class HostTier:
                 out[i] = (False, 0, lim.limit)
             else:
                 ask.append(i)
-        for i, stamp in await self._after_refill_in_flight(limits, ask):
+        for i, stamp in await self._after_refill_in_flight(limits, ask, calls):
             out[i] = (True, stamp, self.estimate(limits[i]))
         ask = [i for i in ask if out[i] is None]
         if ask:
             try:
-                granted = await self._refill([limits[i] for i in ask])
+                granted = await self._refill([limits[i] for i in ask], policy=calls.shared_call_failed)
             except RedisUnverifiable:
                 self._untake(limits, [(i, o[1]) for i, o in enumerate(out) if o is not None and o[0]])
                 raise
@@ -332,6 +354,13 @@ class HostTier:
 
     async def admit(self, limits: Sequence[Limit]) -> Admission:
         """All or nothing: every limit takes its cost, or none does."""
+        calls = _Calls()
+        try:
+            return await self._admit(limits, calls)
+        finally:
+            calls.end(self.region)
+
+    async def _admit(self, limits: Sequence[Limit], calls: "_Calls") -> Admission:
         self._note(limits)
         taken: List[Tuple[int, int]] = []  # (index, stamp) taken from the host's lease
         missing: List[int] = []
@@ -343,7 +372,7 @@ class HostTier:
                 lows.append((lim, left))
             else:
                 missing.append(i)
-        retaken = await self._after_refill_in_flight(limits, missing)
+        retaken = await self._after_refill_in_flight(limits, missing, calls)
         taken += retaken
         missing = [i for i in missing if i not in dict(retaken)]
         if not missing:
@@ -357,7 +386,7 @@ class HostTier:
                 self._untake(limits, taken)
                 return Admission(False, i, (), 0)
         try:
-            granted = await self._refill([limits[i] for i in missing])
+            granted = await self._refill([limits[i] for i in missing], policy=calls.shared_call_failed)
         except RedisUnverifiable:
             self._untake(limits, taken)
             raise
@@ -386,20 +415,98 @@ class HostTier:
         windows = dict(taken + direct)
         return Admission(True, None, tuple(windows[i] for i in range(len(limits))), 1)
 
-    async def _after_refill_in_flight(self, limits: Sequence[Limit], missing: List[int]) -> List[Tuple[int, int]]:
+    async def _after_refill_in_flight(self, limits: Sequence[Limit], missing: List[int],
+                                      calls: "_Calls") -> List[Tuple[int, int]]:
         """When another task of this process is already refilling the same limits, waits for its
         units instead of a call of its own (concurrent requests of one key miss the lease
-        together), then takes from the lease again: [(index, stamp)] of what it took."""
+        together), then takes from the lease again; then the same for another worker of the
+        host (`_after_other_workers_call`): [(index, stamp)] of what it took."""
         pending = self._inflight.get(tuple(limits[i].counter_key for i in missing)) if missing else None
-        if pending is None:
-            return []
-        await asyncio.shield(pending)
-        retaken = []
+        retaken: List[Tuple[int, int]] = []
+        if pending is not None:
+            await asyncio.shield(pending)
+            for i in missing:
+                ok, stamp, _ = self.region.lease_take(limits[i].counter_key, limits[i].cost)
+                if ok:
+                    retaken.append((i, stamp))
+        still = [i for i in missing if i not in dict(retaken)]
+        return retaken + await self._after_other_workers_call(limits, still, calls)
+
+    # One worker of the host at a time makes a key's lease call: it holds the region slot
+    # `tier-calling:<counter key>` (max 1; the region gives a dead holder's back) from its miss
+    # until it has kept what was granted, and sets `tier-asked:<counter key>` to the units it
+    # will ask for beyond its own request. A request waiting for such a call holds a
+    # `tier-waiting:<counter key>` slot.
+
+    def _claim_call(self, lim: Limit, own_cost: int) -> Optional[str]:
+        """The call of `lim`'s lease, if no other worker of the host is making it: the slot to
+        give back once the grant is kept."""
+        slot = f"tier-calling:{lim.counter_key}"
+        try:
+            if not self.region.acquire(slot, 1):
+                return None
+            surplus = self._want(lim, lim.cost, _clock_s()) - own_cost
+            self.region.value_set(f"tier-asked:{lim.counter_key}", 0, max(0, surplus), 2 * self.timeout_s + 1)
+        except _native.RegionError:  # a full table: calls as before, in parallel
+            return None
+        return slot
+
+    async def _after_other_workers_call(self, limits: Sequence[Limit], missing: List[int],
+                                        calls: "_Calls") -> List[Tuple[int, int]]:
+        """Claims the lease call of each limit this request misses (into `calls`). When every
+        one is another worker's call, asking for enough units for this request too (its cost
+        times the requests waiting, itself included), takes from the lease as their units
+        arrive instead of a call of its own, at most 2 × timeout_s: [(index, stamp)] of what
+        it took. A call asking too little is not waited for: the request calls too, in parallel."""
+        busy = []
         for i in missing:
-            ok, stamp, _ = self.region.lease_take(limits[i].counter_key, limits[i].cost)
-            if ok:
-                retaken.append((i, stamp))
-        return retaken
+            slot = self._claim_call(limits[i], limits[i].cost)
+            if slot is None:
+                busy.append(i)
+            else:
+                calls.claimed.append(slot)
+        if calls.claimed or not busy:
+            return []
+        waiting: List[str] = []
+        try:
+            for i in busy:
+                lim, slot = limits[i], f"tier-waiting:{limits[i].counter_key}"
+                if not self.region.acquire(slot, 1 << 30):
+                    return []
+                waiting.append(slot)
+                asked = self.region.value_get(f"tier-asked:{lim.counter_key}")
+                if asked is None or self.region.slots_in_use(slot) * lim.cost > asked[1]:
+                    return []
+            return await self._take_as_units_arrive(limits, busy, calls)
+        except _native.RegionError:  # a full table: calls as before
+            return []
+        finally:
+            for slot in waiting:
+                self.region.release(slot)
+
+    async def _take_as_units_arrive(self, limits: Sequence[Limit], busy: List[int],
+                                    calls: "_Calls") -> List[Tuple[int, int]]:
+        self.stat("shared_calls_waited", 1)
+        failures = self.region.counter_get(BREAKER_FAILURES) or 0
+        loop = asyncio.get_running_loop()
+        # Past the call's own timeout, which started first, so that its failure is seen here.
+        deadline = loop.time() + 2 * self.timeout_s
+        taken: List[Tuple[int, int]] = []
+        left = list(busy)
+        while True:
+            # Read before the takes: a call that ends after this read has kept its units by then.
+            in_flight = any(self.region.slots_in_use(f"tier-calling:{limits[i].counter_key}") for i in left)
+            for i in list(left):
+                ok, stamp, _ = self.region.lease_take(limits[i].counter_key, limits[i].cost)
+                if ok:
+                    taken.append((i, stamp))
+                    left.remove(i)
+            if not left or not in_flight or loop.time() >= deadline:
+                # A call that failed meanwhile (a Redis failure and no success since): the
+                # policy answers this request too, rather than a second timeout of its own.
+                calls.shared_call_failed = bool(left) and (self.region.counter_get(BREAKER_FAILURES) or 0) > failures
+                return taken
+            await asyncio.sleep(0.001)
 
     def _untake(self, limits: Sequence[Limit], taken: List[Tuple[int, int]]) -> None:
         for i, stamp in taken:
@@ -521,9 +628,9 @@ class HostTier:
         as `_want` reckons it, at least 8 times that grant: near the limit, units taken early
         would be taken from the other hosts, and a grant to a worker that exits before keeping
         it is stranded), the next lease is asked for now, in the background,
-        so that the request that would have found the lease empty finds it refilled. One worker
-        of the host at a time (a region slot, given back by the region if its holder dies),
-        none while this process has a refill of the key in flight, while Redis is down (the
+        so that the request that would have found the lease empty finds it refilled. Not while
+        another lease call of the key is in flight on the host (it claims the key's call, as a
+        request's refill does: `_claim_call`), nor while Redis is down (the
         down policy answers requests, never a refill ahead) or while Redis refused the key
         lately. Exactness is the lease call's: Redis grants at most what is left."""
         if not self.refill_ahead:
@@ -536,11 +643,8 @@ class HostTier:
         if (since_ms >= self.refill_s * 1000 or 4 * left >= last_want or self._share(lim) < 8 * last_want
                 or (lim.counter_key,) in self._inflight or self.dry(lim) or self._redis_down()):
             return
-        claim = f"tier-ahead:{lim.counter_key}"
-        try:
-            if not self.region.acquire(claim, 1):
-                return
-        except _native.RegionError:  # a full table or holdings: the request path refills as before
+        claim = self._claim_call(lim, 0)
+        if claim is None:  # another worker's call is in flight, or a full table
             return
         task = asyncio.get_running_loop().create_task(self._refill_ahead(lim, claim))
         self._ahead.add(task)
@@ -556,7 +660,7 @@ class HostTier:
         finally:
             self.region.release(claim)
 
-    async def _refill(self, limits: Sequence[Limit], ahead: bool = False) -> List[Tuple[int, int]]:
+    async def _refill(self, limits: Sequence[Limit], ahead: bool = False, policy: bool = False) -> List[Tuple[int, int]]:
         """`_lease_call`, with the other tasks of this process that miss the same limits
         meanwhile waiting for it (`_after_refill_in_flight`): they take from what it keeps, which
         the caller puts into the lease before its next await."""
@@ -564,20 +668,24 @@ class HostTier:
         done = asyncio.get_running_loop().create_future()
         self._inflight.setdefault(keys, done)
         try:
-            return await self._lease_call(limits, ahead)
+            return await self._lease_call(limits, ahead, policy)
         finally:
             if self._inflight.get(keys) is done:
                 del self._inflight[keys]
             # Resolved after the caller has kept the units: it runs on before the waiters wake.
             asyncio.get_running_loop().call_soon(done.set_result, None)
 
-    async def _lease_call(self, limits: Sequence[Limit], ahead: bool = False) -> List[Tuple[int, int]]:
+    async def _lease_call(self, limits: Sequence[Limit], ahead: bool = False,
+                          policy: bool = False) -> List[Tuple[int, int]]:
         """One Lua call for all `limits`: [(units granted, window start)], leases' deadlines set.
         With Redis down or slow (the breaker, or a call that fails or outlasts timeout_s), the
         down policy answers for each instead, with window 0; a refill `ahead` of need, which
-        answers no request, gets nothing then."""
+        answers no request, gets nothing then. With `policy` (another worker's call of these
+        limits failed while this request waited for it) the down policy answers at once."""
         if self._redis_down():
             return [(0, 0)] * len(limits) if ahead else self._policy_answers(limits, "the breaker is open")
+        if policy:
+            return self._policy_answers(limits, "another worker's lease call of these limits failed")
         sent = _clock_s()
         wants = [self._want(lim, lim.cost, sent) for lim in limits]
         debts = [self._take_debt(lim.counter_key) for lim in limits]
