@@ -200,22 +200,29 @@ async def _read_only(original: Any, limiter: Any, gauges: List[Any], slot_id: st
     """LiteLLM's read-only gauge check; when it refuses, once more after dropping a dead host's
     slots (none dropped: its refusal stands). No Redis call more while it admits."""
     from . import limiter as limiter_module
+    from . import limiter_host_tier_pool as pool
 
+    through_tier = _through_tier(limiter)
+    keys = [limiter_module._dialect.gauge_key(gauge) for gauge in gauges] if through_tier else []
+    # Read before Redis is: a shrink whose removal Redis runs after this check's read may
+    # have ended by the time the check returns, its members no longer idle nor leaving here.
+    unused_before = pool.idle_units(limiter, keys) if through_tier else []
     response = await _litellms(original, limiter, gauges, slot_id, parent_otel_span, True)
-    if response["overall_code"] == "OVER_LIMIT" and _through_tier(limiter):
-        keys = [limiter_module._dialect.gauge_key(gauge) for gauge in gauges]
-        response = _with_idle_pool_units(limiter, gauges, keys, response)
+    if response["overall_code"] == "OVER_LIMIT" and through_tier:
+        response = _with_idle_pool_units(limiter, gauges, keys, response, unused_before)
         if response["overall_code"] == "OVER_LIMIT" and await _slots_of(limiter).run_prologue(limiter, keys, ""):
             response = await _litellms(original, limiter, gauges, slot_id, parent_otel_span, True)
     return response
 
 
-def _with_idle_pool_units(limiter: Any, gauges: List[Any], keys: List[str], response: Dict[str, Any]) -> Dict[str, Any]:
-    """A read-only refusal, where this host holds idle members of each gauge it refused on
-    (Redis counts them; the request's acquire takes one): admitted."""
+def _with_idle_pool_units(limiter: Any, gauges: List[Any], keys: List[str], response: Dict[str, Any],
+                          unused_before: List[int]) -> Dict[str, Any]:
+    """A read-only refusal, where this host held idle or leaving members of each gauge it
+    refused on, before the check or after it (Redis counted them; the request's acquire takes
+    one, or adds one once they are gone): admitted."""
     from . import limiter_host_tier_pool as pool
 
-    idle = pool.idle_units(limiter, keys)
+    idle = [max(before, now) for before, now in zip(unused_before, pool.idle_units(limiter, keys))]
     statuses = response["statuses"]
     if len(statuses) != len(gauges) or not any(idle):
         return response
