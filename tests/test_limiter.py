@@ -439,6 +439,13 @@ def count(d):
     return None if v is None else float(v)
 
 
+def key_and_amount(op):  # of a builder's increment: a dict up to 1.109, a CounterIncrement from 1.110
+    if not TYPED:
+        return op["key"], op["increment_value"]
+    scope = op.counter.scope
+    return f"{{{scope.descriptor_key}:{scope.descriptor_value}}}:{op.counter.kind}", op.amount
+
+
 async def run():
     out = {}
     assert (await lim.should_rate_limit([team, user, other], skip_tpm_check=True))["overall_code"] == "OK"
@@ -451,17 +458,18 @@ async def run():
     ops = lim._build_reservation_aware_tpm_ops(targets=[("team", "post"), ("user", "post"), ("team", "other")],
                                                reserved_scopes={("team", "post")}, actual_tokens=40,
                                                reserved_tokens=100)
-    out["ops"] = sorted((op["key"], op["increment_value"]) for op in ops)
+    out["ops"] = sorted(key_and_amount(op) for op in ops)
     await lim.async_increment_tokens_with_ttl_preservation(pipeline_operations=ops)
     guarded = lim._build_project_reservation_ops(
         targets=[("team", "post")], reserved_scopes={("team", "post")}, actual_tokens=0, reserved_tokens=30,
         reservation_window_identities=frozenset(reserved["reservation_windows"]))
     await lim.async_increment_reservation_aware_tokens(pipeline_operations=guarded)
-    # (TOKEN_INCREMENT_SCRIPT's INCRBYFLOAT, one per counter it increments)
+    # (TOKEN_INCREMENT_SCRIPT's INCRBYFLOAT, one per counter it increments; the tier's flush too)
     out["increments_at_once"] = r.info("commandstats").get("cmdstat_incrbyfloat", {}).get("calls", 0) - before
     out["now"] = [count(team), count(user), count(other)]
     await asyncio.sleep(1.6)  # a flush interval (1 s) and then some
     out["after_flush"] = [count(team), count(user), count(other)]
+    out["flushed_ttl"], out["window_size"] = r.ttl("{user:post}:tokens"), lim.window_size
     await limiter_host_tier._tiers[lim].close()
     out["after_return"] = [count(team), count(user), count(other)]
     return out
@@ -477,11 +485,7 @@ def test_with_redis_post_call_increments_are_settled_in_the_lease_or_deferred_or
     """A refund of a reservation (unguarded, and window-guarded) goes into the host's lease, so
     Redis's count stays what LiteLLM's INCRBY would leave once the lease is returned; a counter
     with no token limit gets its increments summed and sent within a flush interval; a counter
-    with a token limit and no lease here is sent at once, as LiteLLM sends it."""
-    import importlib.util
-
-    if importlib.util.find_spec("litellm.redis") is not None:  # 1.110 on
-        pytest.skip("no host tier for LiteLLM 1.110's RateLimitStore yet (docs/host-tier.md)")
+    with a token limit and no lease here is sent at once, as LiteLLM sends it. On every release."""
     out = run_python(POST_CALL, child_env(region_path, FL_REDIS_PORT=str(redis_server.port)))
     assert out["reserved"] == "OK" and out["team_after_reserve"] >= 100, out
     assert out["ops"] == [["{team:other}:tokens", 40], ["{team:post}:tokens", -60], ["{user:post}:tokens", 40]], out
@@ -489,6 +493,8 @@ def test_with_redis_post_call_increments_are_settled_in_the_lease_or_deferred_or
     # Only the limited counter without a lease here reached Redis at once.
     assert out["now"] == [held, None, 40.0] and out["increments_at_once"] == 1, out
     assert out["after_flush"][1:] == [40.0, 40.0], out
+    # The flush gives a counter with no TTL the window's, as LiteLLM's script does.
+    assert out["window_size"] - 5 < out["flushed_ttl"] <= out["window_size"], out
     # The lease returned (idle for 1 s, or at close): the team counts 100 reserved - 60 - 30
     # refunded = 10, as LiteLLM's INCRBYs leave it.
     assert out["after_return"] == [10.0, 40.0, 40.0], out

@@ -1,6 +1,6 @@
 """rate_limiter with Redis: the host tier (fast_litellm.host_tier) for the v3 limiter's rpm
-windows and TPM reservations, when LiteLLM is configured with Redis (docs/host-tier.md); on
-LiteLLM 1.110's RateLimitStore, the same two (store_patches).
+windows, TPM reservations and post-call token increments, when LiteLLM is configured with
+Redis (docs/host-tier.md); on LiteLLM 1.110's RateLimitStore the same (store_patches).
 
 What LiteLLM does
     `should_rate_limit` sends every (window, counter) pair of a request to Redis in
@@ -30,8 +30,8 @@ What this does
     its window (`HostTier.settle`: a refund goes into the lease, an extra charge comes out of
     it), and one of a counter no token limit reads (no pre-call check of this process saw a
     token limit on it in TOKEN_LIMITED_S) is summed with the others of its counter and sent
-    once per flush_s in LiteLLM's own TOKEN_INCREMENT_SCRIPT. LiteLLM sends the rest
-    (limiter_host_tier_increments; up to 1.109).
+    once per flush_s in a script that counts as LiteLLM's TOKEN_INCREMENT_SCRIPT does. LiteLLM
+    sends the rest (limiter_host_tier_increments).
     The max_parallel_requests gauges stay LiteLLM's sorted sets, acquired by LiteLLM's own
     acquire (one Redis call each, atomic: a slot cannot be leased), after a prologue that
     drops the slots of hosts that stopped refreshing them for SLOT_TTL_S (30 s; LiteLLM keeps
@@ -425,9 +425,9 @@ def patches(prl: Any) -> List[Tuple[Any, str, Tuple[str, ...], Any]]:
         (L, "_atomic_lua_per_descriptor", ("self", "descriptor_groups", "parent_otel_span"),
          atomic_lua_per_descriptor),
         (L, "async_increment_tokens_with_ttl_preservation", ("self", "pipeline_operations", "parent_otel_span"),
-         increments.increment_tokens_with_ttl_preservation(unguarded)),
+         increments.increment_tokens_with_ttl_preservation(unguarded, increments.DICTS)),
         (L, "async_increment_reservation_aware_tokens", ("self", "pipeline_operations", "parent_otel_span"),
-         increments.increment_reservation_aware_tokens(guarded)),
+         increments.increment_reservation_aware_tokens(guarded, increments.DICTS)),
         (L, "_check_parallel_request_gauges", ("self", "gauges", "slot_id", "parent_otel_span", "read_only"),
          limiter_host_tier_gauges.check_parallel_request_gauges(gauges)),
     ] + ([(L, "_read_counter_values_without_incrementing", ("self", "keys", "parent_otel_span"),
@@ -453,12 +453,13 @@ def _defer_release_patch(L: Any) -> List[Tuple[Any, str, Tuple[str, ...], Any]]:
 
 
 def store_patches(prl: Any) -> List[Tuple[Any, str, Tuple[str, ...], Any]]:
-    """The same for LiteLLM 1.110's RateLimitStore: the rpm windows, the TPM reservations and
-    the dead-host slot TTL (the post-call increments stay LiteLLM's there)."""
-    from . import limiter_host_tier_gauges
+    """The same for LiteLLM 1.110's RateLimitStore."""
+    from . import limiter_host_tier_gauges, limiter_host_tier_increments as increments
 
     L = prl._PROXY_MaxParallelRequestsHandler_v3
     collect = inspect.getattr_static(L, "_collect_windowed_keys_and_gauges", None)
+    unguarded = inspect.getattr_static(L, "async_increment_tokens_with_ttl_preservation", None)
+    guarded = inspect.getattr_static(L, "async_increment_reservation_aware_tokens", None)
     return [
         (L, "_collect_windowed_keys_and_gauges", ("self", "descriptors", "skip_tpm_check"),
          collect_windowed_keys_and_gauges(collect)),
@@ -469,6 +470,10 @@ def store_patches(prl: Any) -> List[Tuple[Any, str, Tuple[str, ...], Any]]:
              inspect.getattr_static(L, "_read_counter_values_without_incrementing", None))),
         (L, "_atomic_lua_per_descriptor", ("self", "descriptor_groups", "parent_otel_span"),
          atomic_store_lua_per_descriptor(prl.AtomicApplied, prl.AtomicOverLimit)),
+        (L, "async_increment_tokens_with_ttl_preservation", ("self", "pipeline_operations", "parent_otel_span"),
+         increments.increment_tokens_with_ttl_preservation(unguarded, increments.STORE)),
+        (L, "async_increment_reservation_aware_tokens", ("self", "pipeline_operations", "parent_otel_span"),
+         increments.increment_reservation_aware_tokens(guarded, increments.STORE)),
         (L, "_check_parallel_request_gauges", ("self", "gauges", "slot_id", "parent_otel_span", "read_only"),
          limiter_host_tier_gauges.check_store_parallel_request_gauges(
              inspect.getattr_static(L, "_check_parallel_request_gauges", None))),

@@ -1,19 +1,18 @@
 """rate_limiter with Redis, the post-call token increments through the host tier
 (limiter_host_tier has the rest, docs/host-tier.md): a reconciliation of a counter with a
 token limit is settled in the host's lease, and increments of counters no token limit reads
-are summed per worker and sent once per FAST_LITELLM_REDIS_FLUSH_MS in LiteLLM's own
-TOKEN_INCREMENT_SCRIPT. Up to 1.109 (1.110 sends its post-call increments from its native
-client, with no script text in Python: LiteLLM's own there).
+are summed per worker and sent once per FAST_LITELLM_REDIS_FLUSH_MS in TOKEN_COUNT_SCRIPT
+(what LiteLLM's TOKEN_INCREMENT_SCRIPT does). On every release: up to 1.109 the increments are
+dicts, from 1.110 CounterIncrement / WindowGuardedIncrement objects (`DICTS`, `STORE`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import atexit
-import inspect
 import logging
 import weakref
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, NamedTuple, Optional, Sequence, Tuple
 
 from . import limiter_host_tier
 from . import shm
@@ -22,6 +21,21 @@ from .host_tier import HostTier, _clock_s
 
 log = logging.getLogger("fast_litellm")
 
+#: Adds each ARGV increment to its KEYS counter and gives a counter that has no TTL the one
+#: passed (0: none), as LiteLLM's TOKEN_INCREMENT_SCRIPT does, so stock pods and this one
+#: count alike; LiteLLM's own text is not in Python from 1.110 (its native client holds it).
+TOKEN_COUNT_SCRIPT = """
+local counts = {}
+for i, key in ipairs(KEYS) do
+    counts[i] = redis.call('INCRBYFLOAT', key, ARGV[2 * i - 1])
+    local ttl = tonumber(ARGV[2 * i])
+    if ttl > 0 and redis.call('TTL', key) == -1 then
+        redis.call('EXPIRE', key, ttl)
+    end
+end
+return counts
+"""
+
 
 class _DeferredIncrements:
     """Post-call token increments of counters that no limit reads (a scope with no token
@@ -29,8 +43,8 @@ class _DeferredIncrements:
     to Redis once per flush_s in LiteLLM's own TOKEN_INCREMENT_SCRIPT, instead of one script
     call per request. A failed send keeps the sums for the next one."""
 
-    def __init__(self, limiter: Any, tier: HostTier, flush_s: float, script_text: str) -> None:
-        self.script = limiter.token_increment_script
+    def __init__(self, redis_cache: Any, tier: HostTier, flush_s: float) -> None:
+        self.script = redis_cache.async_register_script(TOKEN_COUNT_SCRIPT)
         self.tier = tier
         self.flush_s = flush_s
         #: counter key -> [summed increment, its TTL in seconds]
@@ -38,7 +52,7 @@ class _DeferredIncrements:
         self._task: Optional["asyncio.Task[None]"] = None
         self._failing = False
         # A worker that exits (gunicorn's sys.exit) sends what it holds with LiteLLM's sync client.
-        sync_increment = limiter_host_tier.sync_script(limiter.internal_usage_cache.dual_cache.redis_cache, script_text)
+        sync_increment = limiter_host_tier.sync_script(redis_cache, TOKEN_COUNT_SCRIPT)
         if sync_increment is not None:
             atexit.register(self._flush_at_exit, sync_increment)
 
@@ -108,22 +122,59 @@ _deferred: "weakref.WeakKeyDictionary[Any, _DeferredIncrements]" = weakref.WeakK
 
 def _deferrals(limiter: Any, tier: HostTier) -> Optional[_DeferredIncrements]:
     settings = limiter_host_tier._settings
-    if settings is None or not settings.flush_s or getattr(limiter, "token_increment_script", None) is None:
+    if settings is None or not settings.flush_s:
         return None
     deferred = _deferred.get(limiter)
     if deferred is None:
-        script_text = getattr(inspect.getmodule(type(limiter)), "TOKEN_INCREMENT_SCRIPT", None)
-        if not isinstance(script_text, str):
-            return None
-        deferred = _deferred[limiter] = _DeferredIncrements(limiter, tier, settings.flush_s, script_text)
+        redis_cache = limiter.internal_usage_cache.dual_cache.redis_cache
+        deferred = _deferred[limiter] = _DeferredIncrements(redis_cache, tier, settings.flush_s)
     return deferred
 
 
-def _left_for_redis(tier: HostTier, deferred: Optional[_DeferredIncrements], op: Mapping[str, Any],
-                    window: Optional[int]) -> bool:
-    """Settles `op` in the host's lease (a counter with a token limit) or defers it (one
-    without, unguarded); whether LiteLLM must still send it to Redis."""
-    key, increment = op["key"], op["increment_value"]
+class Shape(NamedTuple):
+    """How a release's post-call increments read: `increment(op)` is (counter key, amount,
+    ttl); `guarded(op)` is (its increment, the Redis window start it is guarded by, or None
+    when it is not guarded by a Redis window)."""
+    increment: Callable[[Any], Tuple[str, Any, Optional[int]]]
+    guarded: Callable[[Any], Tuple[Any, Optional[int]]]
+
+
+def _window_start(raw: Any) -> Optional[int]:
+    try:
+        start = float(raw)
+    except (TypeError, ValueError):
+        return None
+    return int(start) if start.is_integer() and start > 0 else None
+
+
+def _dict_guarded(op: Any) -> Tuple[Any, Optional[int]]:
+    if op.get("window_key") is None or op.get("reservation_backend") == "local":
+        return op, None
+    return op, _window_start(op.get("expected_window_start"))
+
+
+def _store_increment(op: Any) -> Tuple[str, Any, Optional[int]]:
+    from .limiter import _counter_keys
+
+    return _counter_keys(op.counter)[1], op.amount, op.ttl
+
+
+def _store_guarded(op: Any) -> Tuple[Any, Optional[int]]:
+    if not hasattr(op, "expected_window_start") or op.reservation_backend == "local":  # a CounterIncrement
+        return op, None
+    return op.increment, _window_start(op.expected_window_start)
+
+
+#: Up to 1.109: RedisPipelineIncrementOperation dicts (window-guarded ones name their window key).
+DICTS = Shape(lambda op: (op["key"], op["increment_value"], op.get("ttl")), _dict_guarded)
+#: From 1.110: CounterIncrement, and WindowGuardedIncrement around one.
+STORE = Shape(_store_increment, _store_guarded)
+
+
+def _left_for_redis(tier: HostTier, deferred: Optional[_DeferredIncrements], key: str, increment: Any,
+                    ttl: Optional[int], window: Optional[int]) -> bool:
+    """Settles an increment in the host's lease (a counter with a token limit) or defers it
+    (one without, unguarded); whether LiteLLM must still send it to Redis."""
     if not isinstance(increment, (int, float)) or not float(increment).is_integer():
         return True
     if key in limiter_host_tier._token_limited or window is not None:
@@ -132,12 +183,12 @@ def _left_for_redis(tier: HostTier, deferred: Optional[_DeferredIncrements], op:
         except shm.RegionFullError:
             return True
     if deferred is not None and key.endswith(":tokens"):
-        deferred.add(key, float(increment), op.get("ttl"))
+        deferred.add(key, float(increment), ttl)
         return False
     return True
 
 
-def increment_tokens_with_ttl_preservation(original: Any) -> Any:
+def increment_tokens_with_ttl_preservation(original: Any, shape: Shape) -> Any:
     """LiteLLM's post-call token increments (`async_increment_tokens_with_ttl_preservation`,
     unguarded INCRBYs of actual - reserved, or of the usage where nothing was reserved): those
     of a counter with a token limit that this host leases are settled in the lease
@@ -152,7 +203,7 @@ def increment_tokens_with_ttl_preservation(original: Any) -> Any:
             raise Decline("Redis Cluster")
         tier = limiter_host_tier._tier(self)
         deferred = _deferrals(self, tier)
-        rest = [op for op in pipeline_operations if _left_for_redis(tier, deferred, op, None)]
+        rest = [op for op in pipeline_operations if _left_for_redis(tier, deferred, *shape.increment(op), None)]
         if rest:
             try:
                 await original(self, pipeline_operations=rest, parent_otel_span=parent_otel_span)
@@ -162,15 +213,7 @@ def increment_tokens_with_ttl_preservation(original: Any) -> Any:
     return increment
 
 
-def _window_start(raw: Any) -> Optional[int]:
-    try:
-        start = float(raw)
-    except (TypeError, ValueError):
-        return None
-    return int(start) if start.is_integer() and start > 0 else None
-
-
-def increment_reservation_aware_tokens(original: Any) -> Any:
+def increment_reservation_aware_tokens(original: Any, shape: Shape) -> Any:
     """LiteLLM's window-guarded post-call reconciliations (`async_increment_reservation_aware_tokens`):
     those of a Redis window this host holds the lease of are settled in the lease; the rest,
     and every one of LiteLLM's in-memory reservations, are LiteLLM's."""
@@ -184,9 +227,8 @@ def increment_reservation_aware_tokens(original: Any) -> Any:
         tier = limiter_host_tier._tier(self)
         rest = []
         for op in pipeline_operations:
-            window = _window_start(op.get("expected_window_start"))
-            guarded = op.get("window_key") is not None and op.get("reservation_backend") != "local"
-            if not guarded or window is None or _left_for_redis(tier, None, op, window):
+            increment, window = shape.guarded(op)
+            if window is None or _left_for_redis(tier, None, *shape.increment(increment), window):
                 rest.append(op)
         if rest:
             try:
