@@ -753,6 +753,7 @@ async def one_host():
     out["status"] = fast_litellm.status()["rate_limiter"]
     region = limiter_host_tier._region
     out["stats"] = {k: region.counter_get(f"tier:stat:gauge_pool_{k}") for k in ("takes", "adds", "returns")}
+    out["stats"]["redis_calls"] = region.counter_get("tier:stat:redis_calls")
 
 
 # A gauge of 1: its member, idle after a request, is on its way out (the shrink's call held
@@ -808,6 +809,8 @@ def test_with_redis_parallel_request_slots_come_from_the_hosts_pool_exactly(regi
     assert out["members_after_linger"] == 0, out
     assert out["leaving"] == {"leaving": 1, "in_redis": 1, "read_only": "OK", "acquire": "OK", "in_redis_after": 1}, out
     assert out["stats"]["takes"] >= 30 and out["stats"]["adds"] >= 1 and out["stats"]["returns"] >= 4, out["stats"]
+    # The pool's calls are the host tier's Redis calls in its metrics: each add, and a shrink at least.
+    assert out["stats"]["redis_calls"] >= out["stats"]["adds"] + 1, out["stats"]
     assert out["status"]["errors"] == 0, out["status"]
     for suffix in ("-host0", "-host1"):
         if os.path.exists(region_path + suffix):

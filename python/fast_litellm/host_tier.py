@@ -135,7 +135,8 @@ HEARTBEAT_SENT = "tier:heartbeat"
 
 #: The host tier's host-wide counts (region counters `tier:stat:<name>`), for the metrics.
 STATS = {
-    "redis_calls": "Lease, return and deferred-increment calls the host tier made to Redis.",
+    "redis_calls": "Calls the host tier made to Redis: leases, returns, deferred increments, the "
+                   "max_parallel_requests pool and the dead-host slot prologue.",
     "redis_failures": "Of those, calls that failed or timed out.",
     "redis_wait_us": "Microseconds requests waited on the host tier's Redis calls.",
     "ahead_refills": "Lease calls made ahead of need, off the request path, for keys that keep asking.",
@@ -518,6 +519,18 @@ class HostTier:
                 self.region.counter_add(stat_key(name), n, 0.0)
             except _native.RegionFullError:  # a full table must not undo the step it counts
                 pass
+
+    async def counted_call(self, call: Awaitable[T], *, waited: bool, timeouts: int = 1) -> T:
+        """`call` (within_timeout) of the tier's other parts (the max_parallel_requests pool,
+        the dead-host slot prologue, the deferred increments), counted in redis_calls and, when
+        a request waits on it, in redis_wait_us."""
+        self.stat("redis_calls", 1)
+        sent = _clock_s()
+        try:
+            return await self.within_timeout(call, timeouts)
+        finally:
+            if waited:
+                self.stat("redis_wait_us", int((_clock_s() - sent) * 1e6))
 
     # ---- Redis slow or down: the breaker, the policy, the debt -------------------------------
 

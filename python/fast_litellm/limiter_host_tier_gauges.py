@@ -99,8 +99,9 @@ class _Slots:
             return 0
         args = [x for _ in keys for x in (0, int(limiter_module._slot_ttl_s), slot_id)]
         try:
-            pruned = await host.within_timeout(self.prologue_script(keys=keys, args=args))
+            pruned = await host.counted_call(self.prologue_script(keys=keys, args=args), waited=True)
         except Exception as error:  # noqa: BLE001 - LiteLLM's step still runs, with its own error handling
+            host.stat("redis_failures", 1)
             if not self._failing:
                 log.warning("fast_litellm: dropping a dead host's max_parallel_requests slots failed: %s", error)
             self._failing = True

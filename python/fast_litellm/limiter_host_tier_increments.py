@@ -100,10 +100,9 @@ class _DeferredIncrements:
     async def flush(self) -> None:
         chunks = self._chunks()
         for n, (keys, args) in enumerate(chunks):
-            self.tier.stat("redis_calls", 1)
             try:
                 # Off the request path: longer than a lease call may take.
-                await self.tier.within_timeout(self.script(keys=keys, args=args), timeouts=4)
+                await self.tier.counted_call(self.script(keys=keys, args=args), waited=False, timeouts=4)
             except Exception as error:  # noqa: BLE001 - Redis down: kept for the next flush
                 self.tier.stat("redis_failures", 1)
                 if not self._failing:

@@ -223,8 +223,8 @@ class Pool:
             if self.idle(key):  # the worker that had the claim added one, or a request ended
                 return True, held
             try:
-                reply = await self.host.within_timeout(self.grow_script(
-                    keys=[key], args=[int(gauge["limit"]), self.slot_ttl_s, self.member(held)]))
+                reply = await self.host.counted_call(self.grow_script(
+                    keys=[key], args=[int(gauge["limit"]), self.slot_ttl_s, self.member(held)]), waited=True)
             except Exception as error:  # noqa: BLE001 - LiteLLM's own acquire decides, with its error handling
                 self._failed("adding a slot to the host's max_parallel_requests pool", error)
                 return None
@@ -249,7 +249,7 @@ class Pool:
             if not members:
                 return 0
             try:
-                await self.host.within_timeout(self.shrink_script(keys=[key], args=members))
+                await self.host.counted_call(self.shrink_script(keys=[key], args=members), waited=False)
             except Exception as error:  # noqa: BLE001 - the members, refreshed no more, go after SLOT_TTL_S
                 self._failed("giving back idle max_parallel_requests slots", error)
                 return 0
@@ -269,8 +269,8 @@ class Pool:
             if held <= 0:
                 return
             try:
-                added, count = await self.host.within_timeout(self.refresh_script(
-                    keys=[key], args=[self.slot_ttl_s] + [self.member(n) for n in range(held)]))
+                added, count = await self.host.counted_call(self.refresh_script(
+                    keys=[key], args=[self.slot_ttl_s] + [self.member(n) for n in range(held)]), waited=False)
             except Exception as error:  # noqa: BLE001 - retried at the next refresh
                 self._failed("refreshing the host's max_parallel_requests slots", error)
                 return
@@ -283,6 +283,7 @@ class Pool:
             self.region.release(claim)
 
     def _failed(self, what: str, error: BaseException) -> None:
+        self.host.stat("redis_failures", 1)
         if not self._failing:
             log.warning("fast_litellm: %s failed: %s", what, error)
         self._failing = True
