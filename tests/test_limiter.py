@@ -660,6 +660,22 @@ def test_with_redis_rpm_windows_and_the_read_only_check_go_through_the_host_tier
             os.unlink(region_path + suffix)
 
 
+# A stock LiteLLM pod's requests on the pool's gauge, one slot id per argument: the codes of
+# its own acquires (run with FAST_LITELLM_DISABLE=1), slots left held as by requests in flight.
+STOCK_POD = PRELUDE + """
+from litellm.caching.redis_cache import RedisCache
+
+lim = new_limiter(redis_cache=RedisCache(host="127.0.0.1", port=int(os.environ["FL_REDIS_PORT"])))
+
+
+async def acquire():
+    return [(await lim.should_rate_limit([desc("api_key", "pool", parallel=4)], parallel_slot_id=slot_id))["overall_code"]
+            for slot_id in sys.argv[1:]]
+
+
+print(json.dumps(asyncio.run(acquire())))
+"""
+
 GAUGE_POOL = PRELUDE + """
 import redis
 from litellm.caching.redis_cache import RedisCache
@@ -722,14 +738,15 @@ async def one_host():
     # A mixed fleet: a stock pod's slot counts for the host, and the host's for the stock pod.
     for n in range(3):
         assert (await lim.should_rate_limit([par], parallel_slot_id=f"mix{n}"))["overall_code"] == "OK"
-    if hasattr(prl, "PARALLEL_ACQUIRE_SCRIPT"):
-        stock = r.register_script(prl.PARALLEL_ACQUIRE_SCRIPT)
-        out["stock_fourth"] = int(stock(keys=[gauge_key], args=[4, 3600, "stock-a"])[0])
-        out["stock_fifth"] = int(stock(keys=[gauge_key], args=[4, 3600, "stock-b"])[0])
-    else:  # 1.110 acquires in its native client: its sorted set, as its script writes it
-        r.zadd(gauge_key, {"stock-a": time.time()})
-        out["stock_fourth"] = out["stock_fifth"] = 0 if r.zcard(gauge_key) <= 4 else 1
-        out["stock_fifth"] = 1
+    # The stock pod: LiteLLM alone (FAST_LITELLM_DISABLE=1) in its own process, acquiring two
+    # slots of the gauge with its own code (a script up to 1.109, its native client from 1.110).
+    # Awaited, not waited for: this host keeps refreshing its slots meanwhile, as a serving
+    # worker does (a loop blocked past SLOT_TTL_S would be taken for a dead host's).
+    stock = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", os.environ["FL_STOCK_POD"], "stock-a", "stock-b",
+        env={**os.environ, "FAST_LITELLM_DISABLE": "1"}, stdout=asyncio.subprocess.PIPE)
+    stdout, _ = await asyncio.wait_for(stock.communicate(), 90)
+    out["stock_fourth"], out["stock_fifth"] = json.loads(stdout.decode().strip().splitlines()[-1])
     out["host_fourth"] = (await lim.should_rate_limit([par], parallel_slot_id="mix3"))["overall_code"]
     r.zrem(gauge_key, "stock-a")  # the stock pod's request ends
     out["host_fourth_after_stock"] = (await lim.should_rate_limit([par], parallel_slot_id="mix4"))["overall_code"]
@@ -792,17 +809,17 @@ emit(out)
 """
 
 
-@pytest.mark.timeout(120)
+@pytest.mark.timeout(240)
 def test_with_redis_parallel_request_slots_come_from_the_hosts_pool_exactly(region_path, redis_server):
     """max_parallel_requests through the host tier: never more in flight across hosts than the
     limit, a Redis call only when a host needs a slot more (LiteLLM alone: an acquire and a
     release per request), stock pods sharing the gauge, idle slots back after the linger."""
     out = run_python(GAUGE_POOL, child_env(region_path, FL_REDIS_PORT=str(redis_server.port),
-                                           FAST_LITELLM_REDIS_GAUGE_LINGER_MS="200"))
+                                           FAST_LITELLM_REDIS_GAUGE_LINGER_MS="200", FL_STOCK_POD=STOCK_POD))
     assert sum(out["race"]) == 4, out["race"]
     assert out["members_after_race"] == 0, out
     assert out["sequential"]["codes"] == ["OK"] and out["sequential"]["scripts"] <= 3, out["sequential"]
-    assert (out["stock_fourth"], out["stock_fifth"]) == (0, 1), out
+    assert (out["stock_fourth"], out["stock_fifth"]) == ("OK", "OVER_LIMIT"), out
     assert out["host_fourth"] == "OVER_LIMIT" and out["host_fourth_after_stock"] == "OK", out
     assert out["deferred"] is True and out["in_use_after_release"] == 0, out
     assert out["members_idle"] == 4 and out["read_only_idle"] == "OK", out
@@ -1118,3 +1135,4 @@ def test_a_litellm_that_differs_leaves_the_component_off_and_says_why(region_pat
     assert "_PROXY_MaxParallelRequestsHandler_v3._acquire_parallel_slots_in_memory('self', 'gauges') is not" in warnings[0]
     # Nothing else is named: the other functions match the closer shape.
     assert warnings[0].count(" is not ") == 1 and warnings[0].count(" missing") == 1, warnings
+
