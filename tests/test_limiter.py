@@ -633,48 +633,65 @@ def host(i):
     return asyncio.run(run())
 
 
+# A stock LiteLLM pod makes 10 checks of its own on the same key while the hosts race.
+import subprocess
+stock = subprocess.Popen([sys.executable, "-c", os.environ["FL_STOCK_POD"]], stdin=subprocess.PIPE,
+                         stdout=subprocess.PIPE, text=True, env={**os.environ, "FAST_LITELLM_DISABLE": "1"})
+assert stock.stdout.readline().strip() == "ready"
+stock.stdin.write(json.dumps([[desc("api_key", "every", rpm=12), None]] * 10) + "\\n")
+stock.stdin.flush()
 before = scripts_run()
 race = [{"admitted": n // 100, "refused_holding": n % 100} for n in run_forked(4, host)]
+stock_codes = json.loads(stock.communicate(timeout=90)[0].strip().splitlines()[-1])
 scripts = scripts_run() - before
 time.sleep(1.1)  # a refused host's dry marker lasts poll_s (1 s)
 rest = host(0) // 100
-emit({"race": race, "scripts": scripts, "rest": rest, "status": fast_litellm.status()["rate_limiter"]})
+emit({"race": race, "stock": stock_codes.count("OK"), "scripts": scripts, "rest": rest,
+      "status": fast_litellm.status()["rate_limiter"]})
 """
 
 
 @pytest.mark.timeout(120)
 def test_with_redis_rpm_windows_and_the_read_only_check_go_through_the_host_tier_on_every_release(
         region_path, redis_server):
-    """On every release (1.110's RateLimitStore too): exactly the limit across hosts, with a
-    lease call for a fraction of the checks, and the read-only check never refusing a unit a
-    host holds (Redis's counter counts units leased, spent or not)."""
-    out = run_python(RPM_THROUGH_THE_TIER, child_env(region_path, FL_REDIS_PORT=str(redis_server.port)))
+    """On every release (1.110's RateLimitStore too): exactly the limit across hosts and a
+    stock LiteLLM pod, with a lease call for a fraction of the hosts' checks, and the read-only
+    check never refusing a unit a host holds (Redis's counter counts units leased, spent or not)."""
+    out = run_python(RPM_THROUGH_THE_TIER, child_env(region_path, FL_REDIS_PORT=str(redis_server.port), **stock_pod_env()))
     admitted = sum(r["admitted"] for r in out["race"])
-    assert admitted <= 12 and admitted + out["rest"] == 12, out
+    # A mixed fleet: the hosts and LiteLLM's own stock pod share the one limit.
+    assert admitted + out["stock"] <= 12 and admitted + out["stock"] + out["rest"] == 12, out
     assert int(redis_server.client().get("{api_key:every}:requests")) == 12
     assert [r["refused_holding"] for r in out["race"]] == [0] * 4, "a read-only check refused a unit the host held"
-    assert 0 < out["scripts"] < 40, f"{out['scripts']} script calls for 40 checks: the lease, not one per check"
+    hosts_scripts = out["scripts"] - 10  # the stock pod's: one per check, LiteLLM's own
+    assert 0 < hosts_scripts < 40, f"{hosts_scripts} script calls for 40 checks: the lease, not one per check"
     assert out["status"]["errors"] == 0, out["status"]
     for suffix in ("-host0", "-host1"):
         if os.path.exists(region_path + suffix):
             os.unlink(region_path + suffix)
 
 
-# A stock LiteLLM pod's requests on the pool's gauge, one slot id per argument: the codes of
-# its own acquires (run with FAST_LITELLM_DISABLE=1), slots left held as by requests in flight.
+# A stock LiteLLM pod (run with FAST_LITELLM_DISABLE=1: LiteLLM's own code on the same Redis):
+# says "ready" once imported, then reads one JSON line of checks, [descriptor, slot id or None],
+# makes them in order and prints their codes (slots it acquires stay held, as in flight).
 STOCK_POD = PRELUDE + """
 from litellm.caching.redis_cache import RedisCache
 
 lim = new_limiter(redis_cache=RedisCache(host="127.0.0.1", port=int(os.environ["FL_REDIS_PORT"])))
+print("ready", flush=True)
+checks = json.loads(sys.stdin.readline())
 
 
-async def acquire():
-    return [(await lim.should_rate_limit([desc("api_key", "pool", parallel=4)], parallel_slot_id=slot_id))["overall_code"]
-            for slot_id in sys.argv[1:]]
+async def check():
+    return [(await lim.should_rate_limit([d], parallel_slot_id=slot_id))["overall_code"] for d, slot_id in checks]
 
 
-print(json.dumps(asyncio.run(acquire())))
+print(json.dumps(asyncio.run(check())), flush=True)
 """
+
+
+def stock_pod_env(**extra):
+    return {"FL_STOCK_POD": STOCK_POD, **extra}
 
 GAUGE_POOL = PRELUDE + """
 import redis
@@ -743,9 +760,10 @@ async def one_host():
     # Awaited, not waited for: this host keeps refreshing its slots meanwhile, as a serving
     # worker does (a loop blocked past SLOT_TTL_S would be taken for a dead host's).
     stock = await asyncio.create_subprocess_exec(
-        sys.executable, "-c", os.environ["FL_STOCK_POD"], "stock-a", "stock-b",
-        env={**os.environ, "FAST_LITELLM_DISABLE": "1"}, stdout=asyncio.subprocess.PIPE)
-    stdout, _ = await asyncio.wait_for(stock.communicate(), 90)
+        sys.executable, "-c", os.environ["FL_STOCK_POD"], env={**os.environ, "FAST_LITELLM_DISABLE": "1"},
+        stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE)
+    checks = json.dumps([[par, "stock-a"], [par, "stock-b"]]) + "\\n"
+    stdout, _ = await asyncio.wait_for(stock.communicate(checks.encode()), 90)
     out["stock_fourth"], out["stock_fifth"] = json.loads(stdout.decode().strip().splitlines()[-1])
     out["host_fourth"] = (await lim.should_rate_limit([par], parallel_slot_id="mix3"))["overall_code"]
     r.zrem(gauge_key, "stock-a")  # the stock pod's request ends
@@ -815,7 +833,7 @@ def test_with_redis_parallel_request_slots_come_from_the_hosts_pool_exactly(regi
     limit, a Redis call only when a host needs a slot more (LiteLLM alone: an acquire and a
     release per request), stock pods sharing the gauge, idle slots back after the linger."""
     out = run_python(GAUGE_POOL, child_env(region_path, FL_REDIS_PORT=str(redis_server.port),
-                                           FAST_LITELLM_REDIS_GAUGE_LINGER_MS="200", FL_STOCK_POD=STOCK_POD))
+                                           FAST_LITELLM_REDIS_GAUGE_LINGER_MS="200", **stock_pod_env()))
     assert sum(out["race"]) == 4, out["race"]
     assert out["members_after_race"] == 0, out
     assert out["sequential"]["codes"] == ["OK"] and out["sequential"]["scripts"] <= 3, out["sequential"]
