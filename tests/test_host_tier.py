@@ -62,7 +62,7 @@ class Hosts:
         for p in procs or self.procs:
             stdout, stderr = p.communicate(timeout=240)
             assert p.returncode == 0, stderr
-            out.append(json.loads(stdout.strip().splitlines()[-1]))
+            out.append({**json.loads(stdout.strip().splitlines()[-1]), "log": stderr})
         return out
 
     def results(self, procs=None):
@@ -597,7 +597,13 @@ def test_redis_down_keeps_each_policys_bound_stalls_no_request_and_loses_no_usag
             time.sleep(0.1)
     time.sleep(2.1)  # the breaker half-opens after retry_s (whole seconds)
     after = [hosts.start(h, [[limit, 0.0]], hosts=2, policy=policy) for h in range(2)]
-    later = sum(len(r["admitted"]) for r in hosts.reports(after))
+    after_reports = hosts.reports(after)
+    later = sum(len(r["admitted"]) for r in after_reports)
+    # Each host logs its transitions once: Redis lost (with its policy), Redis back.
+    for report in reports:
+        assert report["log"].count("host tier: Redis unreachable") == 1 and f": {policy} until" in report["log"], report
+    for report in after_reports:
+        assert report["log"].count("host tier: Redis answers again") == 1, report
     counted = int(hosts.redis.client().get("{api_key:down}:requests") or 0)
     outage_units = sum(admitted)
     seen = host_tier_metrics(hosts.region(0))
