@@ -32,10 +32,11 @@ What this does
     token limit on it in TOKEN_LIMITED_S) is summed with the others of its counter and sent
     once per flush_s in a script that counts as LiteLLM's TOKEN_INCREMENT_SCRIPT does. LiteLLM
     sends the rest (limiter_host_tier_increments).
-    The max_parallel_requests gauges stay LiteLLM's sorted sets, acquired by LiteLLM's own
-    acquire (one Redis call each, atomic: a slot cannot be leased), after a prologue that
-    drops the slots of hosts that stopped refreshing them for SLOT_TTL_S (30 s; LiteLLM keeps
-    a dead host's slots for an hour): limiter_host_tier_gauges. Everything else stays LiteLLM's: the
+    The max_parallel_requests gauges stay LiteLLM's sorted sets: each host holds a pool of
+    members in them that its requests take and give back without a Redis call
+    (limiter_host_tier_pool), and LiteLLM's own acquire, where the pool does not serve, runs
+    after a prologue that drops the slots of hosts that stopped refreshing them for SLOT_TTL_S
+    (30 s; LiteLLM keeps a dead host's slots for an hour): limiter_host_tier_gauges. Everything else stays LiteLLM's: the
     statuses and headers (built by LiteLLM's own `_build_atomic_response` from the reply its
     script would have given).
     A request with a `:tokens` pair in the batch step (TPM reservations turned off with

@@ -40,8 +40,8 @@ return counts
 class _DeferredIncrements:
     """Post-call token increments of counters that no limit reads (a scope with no token
     limit: LiteLLM counts its tokens all the same), summed per counter in this process and sent
-    to Redis once per flush_s in LiteLLM's own TOKEN_INCREMENT_SCRIPT, instead of one script
-    call per request. A failed send keeps the sums for the next one."""
+    to Redis once per flush_s in TOKEN_COUNT_SCRIPT, instead of one script call per request. A
+    failed send keeps the sums for the next one."""
 
     def __init__(self, redis_cache: Any, tier: HostTier, flush_s: float) -> None:
         self.script = redis_cache.async_register_script(TOKEN_COUNT_SCRIPT)
