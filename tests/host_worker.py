@@ -4,9 +4,10 @@ region, sending a plan of requests through fast_litellm.host_tier to a real Redi
     python host_worker.py PLAN.json      -> prints one JSON line: what it admitted
 
 PLAN: {"region", "redis_port", "hosts", "concurrency", "requests": [[limits, delay_s], ...],
-       "policy"?, "give_back"?, "hold_s"?, "observe"?}, each limit [window_key, counter_key, limit, cost, ttl_s, window_s].
+       "policy"?, "give_back"?, "hold_s"?, "observe"?, "timeout_s"?}, each limit [window_key, counter_key, limit,
+       cost, ttl_s, window_s].
 With "observe", the report also has the refused requests and what each lease call granted and
-each return gave back, read off the real Redis replies (the client is LiteLLM's kind, watched).
+each return gave back, read off Redis's replies to them.
 """
 
 import asyncio
@@ -52,7 +53,8 @@ async def main(plan):
     client = redis.asyncio.Redis(host="127.0.0.1", port=plan["redis_port"])
     grants, returns, refused = [], [], []
     tier = HostTier(region, Watched(client, grants, returns) if plan.get("observe") else client,
-                    hosts=plan["hosts"], down_policy=plan.get("policy", "local-share"))
+                    hosts=plan["hosts"], down_policy=plan.get("policy", "local-share"),
+                    timeout_s=plan.get("timeout_s", 0.25))
     waits = []
     gate = asyncio.Semaphore(plan.get("concurrency", 4))
     admitted = []

@@ -467,12 +467,14 @@ def test_random_schedules_against_a_one_process_model_of_litellms_redis(hosts, s
                 key, limit = rng.choice(keys)
                 cost = rng.randint(1, max_cost)
                 requests.append([[pair(key, limit, cost, 2), pair(team[0], team[1], cost, 2)], rng.random() * 5])
-            hosts.start(host, requests, hosts=n_hosts, give_back=rng.random() < 0.5, observe=True)
+            # A long Redis timeout: this is about interleavings, not outages (a call past the
+            # timeout would be answered by the down policy, window 0, and is tested elsewhere).
+            hosts.start(host, requests, hosts=n_hosts, give_back=rng.random() < 0.5, observe=True, timeout_s=5.0)
     reports = hosts.reports()
     results = [r["admitted"] for r in reports]
     refused = [r for report in reports for r in report["refused"]]
     spent = admitted_by_window(results)
-    assert spent, "something was admitted"
+    assert spent and all(window for _, window in spent), spent
     spent_inside_their_windows(results, 2)
     gross, net = collections.Counter(), collections.Counter()
     windows = collections.defaultdict(set)
