@@ -148,10 +148,13 @@ def test_two_thousand_keys_at_rpm_1_refuse_every_second_request(hosts):
     per_window = admitted_by_window(hosts.results())
     assert len(per_window) == 2000 and set(per_window.values()) == {1}
     # A cold key costs at most one call per (key, process, window) (docs/host-tier.md): here
-    # at most one per request, LiteLLM's own count, and one EVALSHA per process that finds the
-    # script not yet loaded in this Redis (redis-py then loads it and calls again).
+    # at most one per request, LiteLLM's own count, by the hosts' own count of their calls.
+    made = sum(host_tier_metrics(hosts.region(h))["redis_calls"] for h in range(3))
+    assert made <= 4000, made
+    # Redis's count adds redis-py's retries: each call that finds the script not loaded yet
+    # (a process's first ones, up to its 16 at once) loads it and is sent again.
     calls = hosts.redis.scripts_run() - before
-    assert calls <= 4000 + 6, calls
+    assert made <= calls <= 4000 + 6 * 16, (made, calls)
 
 
 def test_a_mixed_fleet_shares_one_limit_with_stock_litellm(hosts):
