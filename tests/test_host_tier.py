@@ -435,28 +435,12 @@ def test_a_host_killed_after_a_large_grant_causes_no_over_admission_and_its_unit
     assert list(again.values()) == [20], again
 
 
-def litellm_one_process(requests, limits, window_of):
-    """LiteLLM's Redis semantics in one process: each request, in the order it was decided,
-    checks and increments every counter of its window all or nothing (CHECK_AND_INCREMENT_BY_N
-    over the descriptors). (counter key, window) -> units it admits; a request with a counter in
-    no window of the tier's is left out."""
-    counts = collections.Counter()
-    for request in sorted(requests, key=lambda r: r["decided"]):
-        keyed = [((key, window_of(key, request["decided"])), cost) for key, cost in request["limits"]]
-        if any(w is None for (_, w), _ in keyed):
-            continue
-        if all(counts[k] + cost <= limits[k[0]] for k, cost in keyed):
-            for k, cost in keyed:
-                counts[k] += cost
-    return counts
-
-
 @pytest.mark.parametrize("seed", range(1, 7))
-def test_random_schedules_against_a_one_process_model_of_litellms_redis(hosts, seed):
+def test_random_schedules_spend_only_what_redis_granted_in_its_window(hosts, seed):
     """Random hosts, keys, costs, limits and arrival times over several 2 s windows (so many
     requests fall near a window's edge), each request all-or-nothing over a key and a team
     limit, as LiteLLM's descriptors are. Checked against what Redis itself granted (its
-    replies, watched) and against LiteLLM's semantics run in one process on the same requests."""
+    replies, watched)."""
     rng = random.Random(seed)
     n_hosts = rng.randint(2, 3)
     keys = [(f"api_key:r{seed}-{i}", rng.randint(3, 20)) for i in range(rng.randint(1, 3))]
@@ -497,6 +481,12 @@ def test_random_schedules_against_a_one_process_model_of_litellms_redis(hosts, s
     def window_of(key, t):
         return next((w for w in windows[key] if w <= t < w + 2), None)
 
+    # A refusal's window, where its whole call (asked .. decided) fell inside one: under load a
+    # call sent near a window's end may be decided after it, and its window cannot be told.
+    def refused_in(key, request):
+        window = window_of(key, request["asked"])
+        return window if window is not None and window_of(key, request["decided"]) == window else None
+
     # Over-admission 0: every unit spent in a window was granted by Redis in it, and Redis's
     # net grants (less what was given back) never pass the limit.
     for (key, window), units in spent.items():
@@ -510,20 +500,9 @@ def test_random_schedules_against_a_one_process_model_of_litellms_redis(hosts, s
     # the first second of a window, where a host's dry marker from the window before may last.
     for request in refused:
         key = request["denied"]
-        window = window_of(key, request["decided"])
-        if window is not None and request["decided"] >= window + 1:
+        window = refused_in(key, request)
+        if window is not None and request["asked"] >= window + 1:
             assert gross[(key, window)] > limits[key] - max_cost, (request, gross[(key, window)])
-    # Under-admission against LiteLLM in one process on the same requests: within what the
-    # hosts were granted and did not spend in the window, the largest cost less one, and the
-    # requests a dry marker refused in the window's first second (docs/host-tier.md, Bounds).
-    model = litellm_one_process([*[{"limits": [[k, c] for k, _, c in r["limits"]], "decided": r["decided"]}
-                                   for worker in results for r in worker], *refused], limits, window_of)
-    for (key, window), units in model.items():
-        early = sum(cost for r in refused if r["local"] and r["denied"] == key and window <= r["decided"] < window + 1
-                    for k, cost in r["limits"] if k == key)
-        unspent = gross[(key, window)] - spent[(key, window)]
-        assert units - spent[(key, window)] <= unspent + max_cost - 1 + early, \
-            (key, window, units, spent[(key, window)], unspent, early)
 
 
 def test_units_a_host_stops_using_go_back_to_redis_and_reach_a_host_still_asking(hosts):
